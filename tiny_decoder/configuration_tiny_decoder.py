@@ -1,0 +1,139 @@
+"""Configuration for tiny-decoder: one object that names every architectural choice.
+
+Each swappable piece is picked by a string (positions, norm, norm placement, activation,
+attention implementation). Every value is checked at construction so a typo fails here,
+with the field name and the allowed values, instead of deep inside a forward pass.
+"""
+
+from transformers import PretrainedConfig
+
+POSITION_EMBEDDINGS = ("rope", "alibi", "sinusoidal", "learned", "none")
+NORMS = ("rmsnorm", "layernorm")
+NORM_POSITIONS = ("pre", "post")
+HIDDEN_ACTS = ("gelu", "relu", "silu", "swiglu")
+
+
+class TinyDecoderConfig(PretrainedConfig):
+    model_type = "tiny_decoder"
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
+
+    def __init__(
+        self,
+        vocab_size: int = 4096,
+        hidden_size: int = 256,
+        num_hidden_layers: int = 4,
+        num_attention_heads: int = 8,
+        num_key_value_heads: int | None = None,
+        intermediate_size: int | None = None,
+        max_position_embeddings: int = 256,
+        position_embedding: str = "rope",
+        rope_theta: float = 10000.0,
+        norm: str = "rmsnorm",
+        norm_position: str = "pre",
+        norm_eps: float = 1e-5,
+        hidden_act: str = "swiglu",
+        embedding_dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        residual_dropout: float = 0.0,
+        attention_bias: bool = False,
+        mlp_bias: bool = False,
+        norm_bias: bool = True,
+        tie_word_embeddings: bool = True,
+        initializer_range: float = 0.02,
+        use_cache: bool = True,
+        bos_token_id: int | None = 1,
+        eos_token_id: int | None = 2,
+        pad_token_id: int | None = 0,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
+        if intermediate_size is None:
+            # SwiGLU has three matrices; 8/3 * d keeps its parameter count equal to a 4 * d GELU MLP.
+            intermediate_size = 4 * hidden_size if hidden_act != "swiglu" else _round_up(8 * hidden_size // 3, 32)
+        self.intermediate_size = intermediate_size
+        self.max_position_embeddings = max_position_embeddings
+        self.position_embedding = position_embedding
+        self.rope_theta = rope_theta
+        self.norm = norm
+        self.norm_position = norm_position
+        self.norm_eps = norm_eps
+        self.hidden_act = hidden_act
+        self.embedding_dropout = embedding_dropout
+        self.attention_dropout = attention_dropout
+        self.residual_dropout = residual_dropout
+        self.attention_bias = attention_bias
+        self.mlp_bias = mlp_bias
+        self.norm_bias = norm_bias
+        self.initializer_range = initializer_range
+        self.use_cache = use_cache
+        super().__init__(
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+        self.validate_architecture()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def validate_architecture(self) -> None:
+        """Raise ValueError naming the field, its value and what is allowed."""
+        for name, allowed in (
+            ("position_embedding", POSITION_EMBEDDINGS),
+            ("norm", NORMS),
+            ("norm_position", NORM_POSITIONS),
+            ("hidden_act", HIDDEN_ACTS),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"TinyDecoderConfig.{name}={value!r} is not supported; choose one of {list(allowed)}.")
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "intermediate_size", "max_position_embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"TinyDecoderConfig.{name}={value!r} must be a positive integer.")
+        for name in ("embedding_dropout", "attention_dropout", "residual_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"TinyDecoderConfig.{name}={value!r} must be in [0, 1).")
+        for name in ("rope_theta", "norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"TinyDecoderConfig.{name}={value!r} must be > 0.")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"TinyDecoderConfig.hidden_size={self.hidden_size} is not divisible by "
+                f"num_attention_heads={self.num_attention_heads}; pick sizes where hidden_size % num_attention_heads == 0."
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"TinyDecoderConfig.num_attention_heads={self.num_attention_heads} is not divisible by "
+                f"num_key_value_heads={self.num_key_value_heads}; use a divisor (1 = MQA, equal = MHA)."
+            )
+        if self.position_embedding == "rope" and self.head_dim % 2:
+            raise ValueError(
+                f"TinyDecoderConfig.position_embedding='rope' needs an even head dimension, got "
+                f"hidden_size / num_attention_heads = {self.head_dim}."
+            )
+        if self.position_embedding == "sinusoidal" and self.hidden_size % 2:
+            raise ValueError(f"TinyDecoderConfig.position_embedding='sinusoidal' needs an even hidden_size, got {self.hidden_size}.")
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(self, name, None)
+            ids = value if isinstance(value, list) else [value]
+            for i in ids:
+                if i is not None and not 0 <= i < self.vocab_size:
+                    raise ValueError(
+                        f"TinyDecoderConfig.{name}={value!r} lies outside the vocabulary [0, {self.vocab_size}); "
+                        f"set it to an id of the tokenizer or to None."
+                    )
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return (x + multiple - 1) // multiple * multiple

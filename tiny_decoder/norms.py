@@ -1,0 +1,46 @@
+"""Normalisation layers, chosen by `config.norm`.
+
+Written out rather than taken from torch so a reader sees the arithmetic; statistics are
+computed in float32 so bf16/fp16 training stays stable.
+"""
+
+import torch
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight (Zhang & Sennrich 2019): no mean, no bias."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = False):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class LayerNorm(nn.Module):
+    """(x - mean) / std * weight + bias (Ba et al. 2016); bias optional as in nanoGPT."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        mean = x32.mean(-1, keepdim=True)
+        var = (x32 - mean).pow(2).mean(-1, keepdim=True)
+        y = ((x32 - mean) * torch.rsqrt(var + self.eps)).to(x.dtype) * self.weight
+        return y + self.bias if self.bias is not None else y
+
+
+NORM_CLASSES = {"rmsnorm": RMSNorm, "layernorm": LayerNorm}
+
+
+def build_norm(config) -> nn.Module:
+    return NORM_CLASSES[config.norm](config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
