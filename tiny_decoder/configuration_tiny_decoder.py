@@ -77,13 +77,14 @@ class TinyDecoderConfig(PretrainedConfig):
             tie_word_embeddings=tie_word_embeddings,
             **kwargs,
         )
-        self.validate_architecture()
+        self.check_values()
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+        # Guarded: transformers' own validators probe this before check_values has run.
+        return self.hidden_size // self.num_attention_heads if self.num_attention_heads else 0
 
-    def validate_architecture(self) -> None:
+    def check_values(self) -> None:
         """Raise ValueError naming the field, its value and what is allowed."""
         for name, allowed in (
             ("position_embedding", POSITION_EMBEDDINGS),

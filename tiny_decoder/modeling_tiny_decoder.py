@@ -85,6 +85,7 @@ class CausalSelfAttention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.o_proj.is_residual_output = True  # scaled init, see _init_weights
 
     def forward(self, x, rope=None, bias=None, is_causal=True, cache=None, output_attentions=False):
         b, t, _ = x.shape
@@ -119,6 +120,7 @@ class MLP(nn.Module):
             self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+        self.down_proj.is_residual_output = True
 
     def forward(self, x):
         h = self.act(self.gate_proj(x)) * self.up_proj(x) if self.gated else self.act(self.up_proj(x))
@@ -161,6 +163,9 @@ class TinyDecoderPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
+            if getattr(module, "is_residual_output", False):
+                # GPT-2: residual-branch outputs shrink with depth so the residual stream's variance stays flat.
+                std = std / math.sqrt(2 * self.config.num_hidden_layers)
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -170,10 +175,6 @@ class TinyDecoderPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 init.zeros_(module.bias)
-        if isinstance(module, (CausalSelfAttention, MLP)):
-            # GPT-2: residual-branch outputs shrink with depth so the residual stream's variance stays flat.
-            out = module.o_proj if isinstance(module, CausalSelfAttention) else module.down_proj
-            init.normal_(out.weight, mean=0.0, std=std / math.sqrt(2 * self.config.num_hidden_layers))
 
 
 class TinyDecoderModel(TinyDecoderPreTrainedModel):
