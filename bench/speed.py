@@ -1,0 +1,156 @@
+"""Speed and memory of tiny-decoder against transformers' LlamaForCausalLM of the same shape.
+
+Both models: RoPE, RMSNorm, SwiGLU, the same heads, sizes and SDPA attention. Prints one
+table with our numbers, Llama's and the ratio, all measured in this run on this device.
+
+    python bench/speed.py                    # hidden 256, 4 layers, 8 heads, 2 kv heads, ctx 256
+    python bench/speed.py --device cuda --dtype bfloat16
+"""
+
+import argparse
+import gc
+import os
+import time
+
+import torch
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from tiny_decoder import TinyDecoderConfig, TinyDecoderForCausalLM  # noqa: E402
+
+
+def build(kind, a, device, dtype):
+    shape = dict(vocab_size=a.vocab, hidden_size=a.hidden, num_hidden_layers=a.layers, num_attention_heads=a.heads,
+                 num_key_value_heads=a.kv_heads, intermediate_size=a.intermediate, max_position_embeddings=a.ctx + a.new_tokens,
+                 tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    if kind == "tiny-decoder":
+        cfg = TinyDecoderConfig(position_embedding="rope", norm="rmsnorm", hidden_act="swiglu", **shape)
+        model = TinyDecoderForCausalLM._from_config(cfg, attn_implementation="sdpa")
+    else:
+        cfg = LlamaConfig(hidden_act="silu", rms_norm_eps=1e-5, **shape)
+        model = LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa")
+    return model.to(device=device, dtype=dtype)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_reset(device):
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_mb(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process high-water mark (CPU)
+
+
+def train_step_time(model, a, device):
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.randint(3, a.vocab, (a.batch, a.ctx), device=device)
+    times = []
+    for i in range(a.warmup + a.steps):
+        sync(device)
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync(device)
+        if i >= a.warmup:
+            times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+@torch.no_grad()
+def generate_tps(model, a, device):
+    model.eval()
+    prompt = torch.randint(3, a.vocab, (1, 16), device=device)
+    best = 0.0
+    for _ in range(a.gen_repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        out = model.generate(prompt, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, do_sample=False, use_cache=True)
+        sync(device)
+        best = max(best, (out.shape[1] - prompt.shape[1]) / (time.perf_counter() - t0))
+    return best
+
+
+KINDS = ("tiny-decoder", "llama")
+
+
+def peak_memory_in_subprocess(kind):
+    """Peak memory of one model's training steps in a fresh process (CPU RSS is a high-water mark)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--memory_only", kind],
+                         capture_output=True, text=True, check=True).stdout
+    return float(out.split("PEAK_MB")[1].split()[0])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--kv_heads", type=int, default=2)
+    p.add_argument("--intermediate", type=int, default=704)
+    p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--ctx", type=int, default=256)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--new_tokens", type=int, default=128)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--gen_repeats", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--memory_only", choices=KINDS, help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    a = p.parse_args()
+    device, dtype = torch.device(a.device), getattr(torch, a.dtype)
+
+    if a.memory_only:  # child process: one model, report its peak memory
+        model = build(a.memory_only, a, device, dtype)
+        peak_reset(device)
+        a.warmup, a.steps = 0, 2
+        train_step_time(model, a, device)
+        print(f"PEAK_MB {peak_mb(device):.1f}")
+        return
+
+    models = {kind: build(kind, a, device, dtype) for kind in KINDS}
+    results = {kind: dict(params=sum(p.numel() for p in m.parameters()), step=[], tps=[]) for kind, m in models.items()}
+    # Alternate the two models round by round so warm-up and machine noise hit both alike.
+    for r in range(a.rounds):
+        for kind in KINDS if r % 2 == 0 else KINDS[::-1]:
+            results[kind]["step"].append(train_step_time(models[kind], a, device))
+            results[kind]["tps"].append(generate_tps(models[kind], a, device))
+    for kind in KINDS:
+        results[kind]["step"] = min(results[kind]["step"])
+        results[kind]["tps"] = max(results[kind]["tps"])
+        results[kind]["mem"] = peak_memory_in_subprocess(kind)
+
+    ours, ref = results["tiny-decoder"], results["llama"]
+    print(f"train step: best of {a.rounds} rounds x {a.steps} steps; generate: best of {a.rounds} x {a.gen_repeats}")
+    print(f"device={device} dtype={a.dtype} threads={torch.get_num_threads()} torch={torch.__version__}")
+    print(f"shape: hidden {a.hidden}, layers {a.layers}, heads {a.heads}/{a.kv_heads} kv, vocab {a.vocab}, "
+          f"ctx {a.ctx}, batch {a.batch}, params ours {ours['params']:,} / llama {ref['params']:,}")
+    print(f"| metric | tiny-decoder | Llama | ratio (ours/Llama) | target |")
+    print(f"|---|---|---|---|---|")
+    print(f"| train step (fwd+bwd+AdamW), ms | {ours['step']*1e3:.1f} | {ref['step']*1e3:.1f} | {ours['step']/ref['step']:.3f} | <= 1 |")
+    print(f"| generate, tokens/s ({a.new_tokens} new, cache) | {ours['tps']:.0f} | {ref['tps']:.0f} | {ours['tps']/ref['tps']:.3f} | >= 1 |")
+    print(f"| peak memory in training, MiB (CPU: process RSS) | {ours['mem']:.0f} | {ref['mem']:.0f} | {ours['mem']/ref['mem']:.3f} | |")
+
+
+if __name__ == "__main__":
+    main()
