@@ -33,3 +33,35 @@ def small_config(**overrides):
 @pytest.fixture
 def make_config():
     return small_config
+
+
+def shared_tinystories():
+    """../shared/data/tinystories beside the checkout (or $TINY_DECODER_DATA), else None."""
+    from pathlib import Path
+
+    env = os.environ.get("TINY_DECODER_DATA")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "tinystories"
+    return path if (path / "train.jsonl").exists() else None
+
+
+def generated_documents(n=300, seed=0):
+    """Story-like documents made up here, so tests never depend on files outside the repo."""
+    import random
+
+    rng = random.Random(seed)
+    names = ["Lily", "Tom", "Mia", "Ben", "Zoë", "Ángel"]
+    verbs = ["saw", "found", "liked", "lost", "shared", "painted"]
+    things = ["a red ball", "a big tree", "the cat", "a shiny stone", "some cake", "a little boat"]
+    docs = []
+    for _ in range(n):
+        k = rng.randint(1, 6)
+        docs.append(" ".join(f"{rng.choice(names)} {rng.choice(verbs)} {rng.choice(things)}." for _ in range(k)))
+    return docs
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from tiny_decoder.tokenizer import train_bpe_tokenizer
+
+    docs = generated_documents(500)
+    return train_bpe_tokenizer([docs[i : i + 100] for i in range(0, 500, 100)], vocab_size=300, model_max_length=32)

@@ -96,7 +96,7 @@ def test_gradient_checkpointing_gives_same_gradients():
     a = TinyDecoderForCausalLM(cfg).train()
     b = TinyDecoderForCausalLM(cfg).train()
     b.load_state_dict(a.state_dict())
-    b.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    b.activation_checkpointing_enable({"use_reentrant": False})
     assert b.model.layers[0].gradient_checkpointing
     ids = torch.randint(3, 60, (2, 12))
     a(ids, labels=ids).loss.backward()

@@ -1,0 +1,42 @@
+"""Train a byte-level BPE tokenizer on a dataset's text column and save it as an HF tokenizer folder.
+
+    python scripts/train_tokenizer.py --dataset_path ../shared/data/tinystories --vocab_size 4096 \
+        --output_dir runs/tokenizer
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+from tiny_decoder.data import DataArguments, clean_and_split, load_raw_dataset
+from tiny_decoder.tokenizer import TokenizerArguments, text_batches, train_bpe_tokenizer
+
+
+@dataclass
+class OutputArguments:
+    output_dir: str = field(default="runs/tokenizer", metadata={"help": "Folder for the saved tokenizer."})
+
+
+def main(argv=None):
+    parser = HfArgumentParser((DataArguments, TokenizerArguments, OutputArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        loader = parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file
+        data_args, tok_args, out_args = loader(argv[0])
+    else:
+        data_args, tok_args, out_args = parser.parse_args_into_dataclasses(argv)
+    splits, _ = clean_and_split(load_raw_dataset(data_args), data_args)
+    batches = text_batches(splits["train"], data_args.text_column, max_documents=tok_args.tokenizer_max_documents)
+    tokenizer = train_bpe_tokenizer(batches, tok_args.vocab_size, data_args.block_size, tok_args.min_frequency)
+    tokenizer.save_pretrained(out_args.output_dir)
+    sample = [t for b in text_batches(splits["validation"], data_args.text_column, max_documents=200) for t in b]
+    chars = sum(map(len, sample))
+    tokens = sum(len(x) for x in tokenizer(sample, add_special_tokens=False, verbose=False)["input_ids"])
+    print(f"saved a {len(tokenizer)}-token tokenizer to {out_args.output_dir}; "
+          f"{chars / max(tokens, 1):.2f} characters per token on {len(sample)} validation documents")
+    return tokenizer
+
+
+if __name__ == "__main__":
+    main()
