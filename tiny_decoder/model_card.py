@@ -1,0 +1,133 @@
+"""Model cards (README.md with Hub metadata) for trained tiny-decoder models.
+
+Every number in a card comes from the run that wrote it: pass the figures in, never type them.
+"""
+
+import json
+
+TEMPLATE = """---
+{metadata}
+---
+
+# {title}
+
+A {params_m:.2f} M-parameter decoder-only transformer built with tiny-decoder (written from
+scratch in PyTorch, loaded through `transformers`' `AutoModelForCausalLM`), trained on
+{dataset_desc}.
+
+## Use
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{repo}")
+model = AutoModelForCausalLM.from_pretrained("{repo}", trust_remote_code=True)
+inputs = tokenizer("Once upon a time", return_tensors="pt")
+out = model.generate(**inputs, max_new_tokens=100, do_sample=True, top_k=50, top_p=0.95)
+print(tokenizer.decode(out[0], skip_special_tokens=True))
+```
+
+With the `tiny_decoder` package installed (`import tiny_decoder`), `trust_remote_code` is not needed.
+
+## Architecture
+
+{architecture}
+
+## Training
+
+| | |
+|---|---|
+| data | {dataset_desc} |
+| tokenizer | {tokenizer_desc} |
+| optimizer steps | {steps:,} |
+| tokens seen | {tokens:,} |
+| batch | {batch_tokens:,} tokens per step |
+| peak learning rate | {learning_rate} ({lr_scheduler_type}, {warmup_steps} warmup steps) |
+| precision | {mixed_precision} |
+| hardware | {hardware} |
+| wall-clock | {minutes:.1f} min |
+
+## Results
+
+| split | loss (nats/token) | perplexity |
+|---|---|---|
+| validation | {eval_loss:.4f} | {eval_ppl:.2f} |
+
+Command that produced this model:
+
+```
+{command}
+```
+
+## Samples
+
+Prompt "{prompt}", top-k 50, top-p 0.95, seed {seed}:
+
+{samples}
+
+## Limitations
+
+A small model trained on children's stories: it writes simple English stories and knows little
+else. It repeats itself and loses the plot in long generations. Not for any real use.
+"""
+
+
+def render_model_card(config, info: dict) -> str:
+    """info keys: repo, dataset_name, dataset_desc, tokenizer_desc, steps, tokens, batch_tokens,
+    learning_rate, lr_scheduler_type, warmup_steps, mixed_precision, hardware, minutes, eval_loss,
+    eval_ppl, command, prompt, seed, samples (list of str), params."""
+    arch_keys = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                 "intermediate_size", "max_position_embeddings", "position_embedding", "norm", "norm_position",
+                 "hidden_act", "tie_word_embeddings", "residual_dropout", "attention_dropout", "embedding_dropout"]
+    architecture = "| field | value |\n|---|---|\n" + "\n".join(f"| {k} | {getattr(config, k)} |" for k in arch_keys)
+    metadata = {
+        "library_name": "transformers",
+        "license": "mit",
+        "language": ["en"],
+        "pipeline_tag": "text-generation",
+        "tags": ["tiny-decoder", "causal-lm", "tinystories", "from-scratch"],
+        "datasets": [info["dataset_name"]] if info.get("dataset_name") else [],
+        "model-index": [{
+            "name": info["repo"],
+            "results": [{
+                "task": {"type": "text-generation", "name": "Language modeling"},
+                "dataset": {"type": info.get("dataset_name") or "local", "name": info["dataset_desc"], "split": "validation"},
+                "metrics": [
+                    {"type": "loss", "value": round(info["eval_loss"], 4), "name": "validation loss"},
+                    {"type": "perplexity", "value": round(info["eval_ppl"], 2), "name": "validation perplexity"},
+                ],
+            }],
+        }],
+    }
+    samples = "\n\n".join(f"> {s.strip()}".replace("\n", "\n> ") for s in info["samples"]) or "(none)"
+    fields = {k: v for k, v in info.items() if k not in ("samples",)}
+    return TEMPLATE.format(
+        metadata=_yaml(metadata),
+        title=info["repo"].split("/")[-1],
+        params_m=info["params"] / 1e6,
+        architecture=architecture,
+        samples=samples,
+        **fields,
+    )
+
+
+def _yaml(obj, indent=0) -> str:
+    """A small YAML emitter for the card header (PyYAML is not a dependency)."""
+    pad = "  " * indent
+    lines = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, (dict, list)) and v:
+                lines.append(f"{pad}{k}:")
+                lines.append(_yaml(v, indent + 1))
+            else:
+                lines.append(f"{pad}{k}: {json.dumps(v)}")
+    else:
+        for v in obj:
+            if isinstance(v, dict):
+                inner = _yaml(v, indent + 1).split("\n")
+                lines.append(f"{pad}- {inner[0].strip()}")
+                lines.extend(inner[1:])
+            else:
+                lines.append(f"{pad}- {json.dumps(v)}")
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""Command-line arguments of the training script, as dataclasses for HfArgumentParser.
+
+Names follow transformers' TrainingArguments and run_clm.py wherever the meaning is the same,
+so a user's flags and JSON/YAML files carry over.
+"""
+
+from dataclasses import dataclass, field
+
+from ..configuration_tiny_decoder import TinyDecoderConfig
+
+# Architecture presets. `small` is llama2.c's stories15M shape (its 32k vocab makes it 15M;
+# with our 4096-token BPE it is ~7M).
+PRESETS = {
+    "nano": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4),
+    "tiny": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4),
+    "small": dict(hidden_size=288, num_hidden_layers=6, num_attention_heads=6, num_key_value_heads=6, intermediate_size=768),
+}
+
+
+@dataclass
+class ModelArguments:
+    preset: str = field(default="tiny", metadata={"help": f"Architecture preset: {sorted(PRESETS)}."})
+    config_name: str | None = field(default=None, metadata={"help": "A config.json (or folder) instead of a preset."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Start from these weights (folder or Hub name)."})
+    config_overrides: str | None = field(
+        default=None, metadata={"help": "Comma-separated config fields, e.g. 'hidden_size=192,residual_dropout=0.1'."}
+    )
+    attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa' or 'eager'."})
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset={self.preset!r} is unknown; choose one of {sorted(PRESETS)}.")
+
+
+@dataclass
+class TrainArguments:
+    output_dir: str = field(default="runs/tiny", metadata={"help": "Checkpoints, logs and the final model go here."})
+    seed: int = 42
+    learning_rate: float = 1e-3
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "Cosine decays to learning_rate * this."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "'cosine', 'linear' or 'constant' (after warmup)."})
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    per_device_train_batch_size: int = 32
+    per_device_eval_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; -1: num_train_epochs decides."})
+    num_train_epochs: float = 1.0
+    max_train_minutes: float | None = field(default=None, metadata={"help": "Stop (evaluate, save) after this long."})
+    logging_steps: int = 10
+    eval_steps: int = 200
+    max_eval_batches: int | None = field(default=None, metadata={"help": "Evaluate on at most this many batches."})
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    mixed_precision: str = field(default="no", metadata={"help": "'no', 'bf16' or 'fp16'."})
+    torch_compile: bool = False
+    use_cpu: bool = False
+    dataloader_num_workers: int = 0
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest'."})
+    report_to: str = field(default="tensorboard", metadata={"help": "Trackers: 'tensorboard', 'all' or 'none'."})
+    num_samples: int = field(default=3, metadata={"help": "Stories generated at the end (printed and in the card)."})
+    sample_prompt: str = "Once upon a time"
+    max_new_tokens: int = 200
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_strategy: str = field(default="end", metadata={"help": "'end', or 'checkpoint' to push every checkpoint too."})
+    hub_private_repo: bool = False
+
+    def __post_init__(self):
+        choices = {"lr_scheduler_type": ("cosine", "linear", "constant"), "mixed_precision": ("no", "bf16", "fp16"),
+                   "hub_strategy": ("end", "checkpoint"), "report_to": ("tensorboard", "all", "none")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not supported; choose one of {list(allowed)}.")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "logging_steps", "eval_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("push_to_hub needs --hub_model_id NAME (e.g. your-user/tiny-stories).")
+
+
+def parse_overrides(text: str | None) -> dict:
+    """'a=1,b=0.1,c=rope,d=true' -> {'a': 1, 'b': 0.1, 'c': 'rope', 'd': True}."""
+    out = {}
+    for item in filter(None, (text or "").split(",")):
+        if "=" not in item:
+            raise ValueError(f"config_overrides item {item!r} is not of the form name=value.")
+        key, value = (s.strip() for s in item.split("=", 1))
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                pass
+        else:
+            value = {"true": True, "false": False, "none": None}.get(value.lower(), value)
+        out[key] = value
+    return out
+
+
+def build_config(model_args: ModelArguments, tokenizer, block_size: int) -> TinyDecoderConfig:
+    """Preset or config file, sized to the tokenizer and block size, then the overrides."""
+    special = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    if model_args.config_name:
+        config = TinyDecoderConfig.from_pretrained(model_args.config_name)
+        for k, v in special.items():
+            setattr(config, k, v)
+    else:
+        config = TinyDecoderConfig(**PRESETS[model_args.preset], max_position_embeddings=block_size, **special)
+    overrides = parse_overrides(model_args.config_overrides)
+    unknown = [k for k in overrides if not hasattr(config, k)]
+    if unknown:
+        raise ValueError(f"config_overrides names unknown fields {unknown}; see TinyDecoderConfig for the fields.")
+    if overrides:
+        config = TinyDecoderConfig(**{**config.to_dict(), **overrides})
+    if config.max_position_embeddings < block_size:
+        raise ValueError(f"max_position_embeddings={config.max_position_embeddings} < block_size={block_size}.")
+    return config

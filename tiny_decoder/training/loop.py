@@ -1,0 +1,334 @@
+"""The training loop, written on accelerate.Accelerator.
+
+One loop for every device: `python` or `accelerate launch` on CPU, one or many GPUs (DDP, or
+FSDP through an accelerate config file) and Apple MPS. Design choices:
+- Data order is a pure function of (seed, epoch): every process draws the same permutation
+  and accelerate gives each its share, so N processes see the batches that one process with
+  N-fold gradient accumulation sees, and a resumed run sees what an uninterrupted one saw.
+- The scheduler steps once per optimizer step (it is not handed to `prepare`, which would step
+  it once per process), and is registered for checkpointing.
+- Checkpoints are atomic and verified (see checkpoint.py); the data position is part of them.
+"""
+
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from .. import TinyDecoderForCausalLM
+from ..data import build_lm_datasets, clean_and_split, format_report, hub_is_reachable, load_raw_dataset
+from ..model_card import render_model_card
+from ..tokenizer import get_tokenizer, load_tokenizer
+from .arguments import build_config
+from .checkpoint import resolve_checkpoint, save_checkpoint, verify_checkpoint
+from .optim import build_optimizer
+from .report import MetricsLog, device_peak_flops, flops_per_token, plot_loss_curve
+
+
+class EpochSampler(Sampler):
+    """A permutation of range(n) fixed by (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self):
+        return self.n
+
+
+def collate_blocks(items):
+    return torch.tensor([it["input_ids"] for it in items], dtype=torch.long)
+
+
+def check_hub_access(args):
+    """Fail before training, not after it, when an upload cannot work."""
+    if not hub_is_reachable():
+        raise RuntimeError(
+            "--push_to_hub was given but the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE=1). "
+            "Connect, or drop --push_to_hub and upload the output folder later."
+        )
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().whoami()
+    except Exception as err:  # noqa: BLE001 - any auth failure means the same fix
+        raise RuntimeError(f"--push_to_hub: not logged in to the Hub ({err}); run `hf auth login` or set HF_TOKEN.") from None
+
+
+@torch.no_grad()
+def evaluate(model, dataloader, accelerator, max_batches=None) -> float:
+    was_training = model.training
+    model.eval()
+    losses = []
+    for i, batch in enumerate(dataloader):
+        if max_batches is not None and i >= max_batches:
+            break
+        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+        losses.append(accelerator.gather_for_metrics(loss.detach().float().repeat(batch.shape[0])))
+    model.train(was_training)
+    return torch.cat(losses).mean().item() if losses else float("nan")
+
+
+def generate_samples(model, tokenizer, prompt, n, max_new_tokens, seed) -> list[str]:
+    """Stories from `prompt`, each started after an EOS as documents are in training."""
+    model.eval()
+    device = next(model.parameters()).device
+    ids = [tokenizer.eos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    torch.manual_seed(seed)
+    out = model.generate(
+        torch.tensor([ids] * n, device=device), attention_mask=torch.ones(n, len(ids), dtype=torch.long, device=device),
+        do_sample=True, top_k=50, top_p=0.95, max_new_tokens=max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return [tokenizer.decode(o[1:], skip_special_tokens=True) for o in out]
+
+
+def save_final(model, tokenizer, output_dir: str):
+    """save_pretrained into a temporary folder, then move each file into output_dir."""
+    tmp = Path(output_dir) / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    for f in tmp.iterdir():
+        os.replace(f, Path(output_dir) / f.name)
+    tmp.rmdir()
+
+
+def run_training(model_args, data_args, tok_args, args, command: str | None = None) -> dict:
+    accelerator = Accelerator(
+        cpu=args.use_cpu,
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=args.output_dir,
+    )
+    main = accelerator.is_main_process
+    say = accelerator.print
+    if args.push_to_hub and main:
+        check_hub_access(args)
+    set_seed(args.seed)
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    resume_from, state = None, {"step": 0, "epoch": 0, "batch_in_epoch": 0, "tokens": 0}
+    if args.resume_from_checkpoint:
+        resume_from = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+        state = verify_checkpoint(resume_from)
+
+    # Data and tokenizer. The main process builds caches and the tokenizer first; the others reuse them.
+    tok_dir = out_dir / "tokenizer"
+    t_data = time.time()
+    with accelerator.main_process_first():
+        raw = load_raw_dataset(data_args)
+        if tok_dir.exists() and (resume_from or not main):
+            tokenizer = load_tokenizer(str(tok_dir), data_args.block_size)
+        else:
+            train_docs = clean_and_split(raw, data_args)[0]["train"] if not tok_args.tokenizer_name else None
+            tokenizer = get_tokenizer(tok_args, train_docs, data_args.text_column, data_args.block_size)
+            if main:
+                tokenizer.save_pretrained(tok_dir)
+        blocks, reports = build_lm_datasets(data_args, tokenizer, raw)
+    if reports:
+        say(format_report(reports))
+    say(f"data ready in {time.time() - t_data:.1f} s")
+
+    config = build_config(model_args, tokenizer, data_args.block_size)
+    if model_args.model_name_or_path:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, attn_implementation=model_args.attn_implementation)
+    else:
+        model = TinyDecoderForCausalLM._from_config(config, attn_implementation=model_args.attn_implementation)
+    config = model.config
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"model: {n_params / 1e6:.2f} M parameters, {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
+        f"{config.position_embedding}/{config.norm}/{config.hidden_act}")
+
+    streaming = data_args.streaming
+    sampler = None if streaming else EpochSampler(len(blocks["train"]), args.seed)
+    train_dl = DataLoader(blocks["train"], batch_size=args.per_device_train_batch_size, sampler=sampler,
+                          collate_fn=collate_blocks, drop_last=True, num_workers=args.dataloader_num_workers)
+    eval_dl = DataLoader(blocks["validation"], batch_size=args.per_device_eval_batch_size, collate_fn=collate_blocks)
+
+    if streaming:
+        if args.max_steps <= 0:
+            raise ValueError("Streaming data has no known length: set --max_steps.")
+        total_steps, steps_per_epoch = args.max_steps, None
+    else:
+        # Batches each process sees per epoch (drop_last, then sharded across processes).
+        batches = len(blocks["train"]) // args.per_device_train_batch_size // accelerator.num_processes
+        if batches == 0:
+            raise ValueError(
+                f"{len(blocks['train'])} training blocks make no full batch of {args.per_device_train_batch_size} "
+                f"per process on {accelerator.num_processes} process(es); lower --per_device_train_batch_size."
+            )
+        steps_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
+        total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+
+    if args.torch_compile:
+        model = torch.compile(model)
+    optimizer, scheduler = build_optimizer(model, args, total_steps)
+    # The scheduler stays out of prepare(): there it would step once per process per optimizer step.
+    model, optimizer, train_dl, eval_dl = accelerator.prepare(model, optimizer, train_dl, eval_dl)
+    accelerator.register_for_checkpointing(scheduler)
+
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        say(f"resumed from {resume_from} at step {state['step']} (epoch {state['epoch']}, batch {state['batch_in_epoch']})")
+
+    tokens_per_step = data_args.block_size * args.per_device_train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    fpt = flops_per_token(n_params, config, data_args.block_size)
+    peak = device_peak_flops(accelerator.device)
+    log = MetricsLog(args.output_dir, enabled=main, resume=resume_from is not None)
+    if args.report_to != "none":
+        scalar = {k: v for k, v in {**vars(args), **vars(data_args), **config.to_dict()}.items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers("tiny-decoder", config=scalar)
+    say(f"training {total_steps} steps ({steps_per_epoch or '?'} per epoch), {tokens_per_step:,} tokens per step, "
+        f"{accelerator.num_processes} process(es) on {accelerator.device}, precision {args.mixed_precision}")
+
+    step, epoch, skip, tokens = state["step"], state["epoch"], state["batch_in_epoch"], state["tokens"]
+    bar = tqdm(total=total_steps, initial=step, disable=not main, dynamic_ncols=True, desc="train")
+    t_start = t_log = time.time()
+    loss_sum, micro = torch.zeros((), device=accelerator.device), 0
+    eval_loss = None
+    model.train()
+    done = step >= total_steps
+    while not done:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        dl = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
+        if hasattr(dl, "set_epoch"):
+            dl.set_epoch(epoch)
+        batch_in_epoch, skip = skip, 0
+        for batch in dl:
+            batch_in_epoch += 1
+            with accelerator.accumulate(model):
+                loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach().float()
+            micro += 1
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            step += 1
+            tokens += tokens_per_step
+            bar.update(1)
+            record = {"step": step}
+            if step % args.logging_steps == 0 or step == total_steps:
+                now = time.time()
+                record.update(loss=accelerator.reduce(loss_sum / micro, reduction="mean").item(),
+                              lr=scheduler.get_last_lr()[0], tokens=tokens,
+                              tokens_per_s=tokens_per_step * args.logging_steps / max(now - t_log, 1e-9))
+                if peak:
+                    record["mfu"] = record["tokens_per_s"] * fpt / (peak * accelerator.num_processes)
+                t_log, loss_sum, micro = now, loss_sum * 0, 0
+                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                                tok_s=f"{record['tokens_per_s']:.0f}", **({"mfu": f"{record['mfu']:.1%}"} if peak else {}))
+            out_of_time = args.max_train_minutes is not None and (time.time() - t_start) / 60 >= args.max_train_minutes
+            last = step >= total_steps or out_of_time
+            if step % args.eval_steps == 0 or last:
+                eval_loss = evaluate(model, eval_dl, accelerator, args.max_eval_batches)
+                record.update(eval_loss=eval_loss, eval_ppl=math.exp(min(eval_loss, 50)))
+                bar.write(f"step {step}: validation loss {eval_loss:.4f}, perplexity {record['eval_ppl']:.2f}")
+            if len(record) > 1:
+                log.write({**record, "elapsed_s": round(time.time() - t_start, 2)})
+                accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
+            if step % args.save_steps == 0 or last:
+                ckpt = save_checkpoint(accelerator, args.output_dir, {"step": step, "epoch": epoch,
+                                       "batch_in_epoch": batch_in_epoch, "tokens": tokens}, args.save_total_limit)
+                if args.push_to_hub and args.hub_strategy == "checkpoint" and main:
+                    push_checkpoint(ckpt, args)
+            if last:
+                done = True
+                if out_of_time and step < total_steps:
+                    bar.write(f"stopping at step {step}: max_train_minutes={args.max_train_minutes} reached")
+                break
+        else:
+            epoch += 1
+            if streaming and batch_in_epoch == 0:
+                raise ValueError("The training stream yielded no batch.")
+    bar.close()
+    minutes = (time.time() - t_start) / 60
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+    result = {"step": step, "tokens": tokens, "eval_loss": eval_loss, "minutes": minutes, "params": n_params}
+    if main:
+        unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+        unwrapped.config.use_cache = True
+        save_final(unwrapped, tokenizer, args.output_dir)
+        samples = generate_samples(unwrapped, tokenizer, args.sample_prompt, args.num_samples, args.max_new_tokens, args.seed)
+        for i, s in enumerate(samples):
+            print(f"\n--- sample {i + 1} ---\n{s}")
+        plot_loss_curve(log.read(), str(out_dir / "loss_curve.png"))
+        card = render_model_card(unwrapped.config, {
+            "repo": args.hub_model_id or out_dir.name,
+            "dataset_name": None if (data_args.dataset_path or os.environ.get("TINY_DECODER_DATA")) else data_args.dataset_name,
+            "dataset_desc": describe_data(data_args, reports),
+            "tokenizer_desc": tok_args.tokenizer_name or f"byte-level BPE, {len(tokenizer)} tokens, trained on the training split",
+            "steps": step, "tokens": tokens, "batch_tokens": tokens_per_step,
+            "learning_rate": args.learning_rate, "lr_scheduler_type": args.lr_scheduler_type, "warmup_steps": args.warmup_steps,
+            "mixed_precision": args.mixed_precision, "hardware": describe_hardware(accelerator),
+            "minutes": minutes, "eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50)),
+            "command": command or " ".join(sys.argv), "prompt": args.sample_prompt, "seed": args.seed,
+            "samples": samples, "params": n_params,
+        })
+        (out_dir / "README.md").write_text(card)
+        say(f"\nsaved model, tokenizer, model card and loss curve to {out_dir}; validation loss {eval_loss:.4f} "
+            f"after {step} steps, {tokens:,} tokens, {minutes:.1f} min")
+        if args.push_to_hub:
+            push_final(unwrapped, tokenizer, card, args)
+        result["samples"] = samples
+    return result
+
+
+def describe_data(data_args, reports) -> str:
+    source = data_args.dataset_path or os.environ.get("TINY_DECODER_DATA") or data_args.dataset_name
+    if reports:
+        return (f"{source} ({reports['train'].tokens:,} training tokens in {reports['train'].documents:,} documents; "
+                f"validation {reports['validation'].tokens:,} tokens)")
+    return f"{source} (streamed)"
+
+
+def describe_hardware(accelerator) -> str:
+    dev = accelerator.device
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+    else:
+        name = f"{dev.type}, {torch.get_num_threads()} threads"
+    return f"{accelerator.num_processes} x {name}"
+
+
+def push_final(model, tokenizer, card: str, args):
+    from huggingface_hub import ModelCard
+
+    model.push_to_hub(args.hub_model_id, private=args.hub_private_repo)
+    tokenizer.push_to_hub(args.hub_model_id, private=args.hub_private_repo)
+    ModelCard(card).push_to_hub(args.hub_model_id)
+
+
+def push_checkpoint(folder, args):
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(args.hub_model_id, private=args.hub_private_repo, exist_ok=True)
+    api.upload_folder(repo_id=args.hub_model_id, folder_path=str(folder), path_in_repo="last-checkpoint",
+                      commit_message=f"checkpoint {folder.name}")
