@@ -35,7 +35,12 @@ def parse(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     model_args, data_args, tok_args, train_args = parse(argv)
-    return run_training(model_args, data_args, tok_args, train_args, command="python scripts/train.py " + shlex.join(argv))
+    result = run_training(model_args, data_args, tok_args, train_args, command="python scripts/train.py " + shlex.join(argv))
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()  # a clean exit under torchrun on CPU
+    return result
 
 
 if __name__ == "__main__":

@@ -147,6 +147,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
     say(f"data ready in {time.time() - t_data:.1f} s")
 
     config = build_config(model_args, tokenizer, data_args.block_size)
+    set_seed(args.seed)  # the initial weights depend on the seed alone, not on what ran before
     if model_args.model_name_or_path:
         from transformers import AutoModelForCausalLM
 
@@ -160,9 +161,13 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
 
     streaming = data_args.streaming
     sampler = None if streaming else EpochSampler(len(blocks["train"]), args.seed)
+    # Loaders get generators of their own: creating an iterator would otherwise draw from the global
+    # RNG, so a resumed run's dropout masks would differ from an uninterrupted run's.
     train_dl = DataLoader(blocks["train"], batch_size=args.per_device_train_batch_size, sampler=sampler,
-                          collate_fn=collate_blocks, drop_last=True, num_workers=args.dataloader_num_workers)
-    eval_dl = DataLoader(blocks["validation"], batch_size=args.per_device_eval_batch_size, collate_fn=collate_blocks)
+                          collate_fn=collate_blocks, drop_last=True, num_workers=args.dataloader_num_workers,
+                          generator=torch.Generator().manual_seed(args.seed))
+    eval_dl = DataLoader(blocks["validation"], batch_size=args.per_device_eval_batch_size, collate_fn=collate_blocks,
+                         generator=torch.Generator().manual_seed(args.seed))
 
     if streaming:
         if args.max_steps <= 0:
