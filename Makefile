@@ -19,8 +19,18 @@ $(STAMP): pyproject.toml
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q tests
 
+# Where `make train` reads TinyStories: a folder with train.jsonl/validation.jsonl, or `hub`
+# to download roneneldan/TinyStories (needs the Hub). Extra flags go in TRAIN_ARGS.
+DATA ?= $(or $(TINY_DECODER_DATA),../shared/data/tinystories)
+TRAIN_ARGS ?=
+
 train: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python scripts/train.py configs/tiny_cpu.json
+	@test "$(DATA)" = hub || test -f "$(DATA)/train.jsonl" || { \
+	  echo "error: no TinyStories copy at '$(DATA)' (train.jsonl missing)."; \
+	  echo "       Run 'make train DATA=/path/to/folder' (train.jsonl + validation.jsonl), or 'make train DATA=hub' when online."; \
+	  exit 2; }
+	$(BIN)/python scripts/train.py configs/tiny_cpu.json \
+	  $(if $(filter hub,$(DATA)),--dataset_path "",--dataset_path "$(DATA)") $(TRAIN_ARGS)
 
 bench: setup
 	$(BIN)/python bench/speed.py

@@ -85,6 +85,8 @@ def evaluate(model, dataloader, accelerator, max_batches=None) -> float:
 
 def generate_samples(model, tokenizer, prompt, n, max_new_tokens, seed) -> list[str]:
     """Stories from `prompt`, each started after an EOS as documents are in training."""
+    if n <= 0:
+        return []
     model.eval()
     device = next(model.parameters()).device
     ids = [tokenizer.eos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -117,6 +119,9 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         project_dir=args.output_dir,
     )
     main = accelerator.is_main_process
+    if accelerator.device.type == "cpu":
+        # Tiny gradients turn denormal late in training and slow CPU matmuls several-fold; flush them.
+        torch.set_flush_denormal(True)
     say = accelerator.print
     if args.push_to_hub and main:
         check_hub_access(args)
