@@ -69,3 +69,24 @@ def test_tinystories_4096_bpe_characters_per_token():
     ratio = sum(map(len, texts)) / tokens
     print(f"TinyStories sample, 4096-token BPE: {ratio:.2f} characters per token")
     assert 3.5 <= ratio <= 4.5
+
+
+def test_train_tokenizer_script_writes_a_loadable_folder(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    docs = generated_documents(120, seed=4)
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        import train_tokenizer
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "tok"
+    config = tmp_path / "args.yaml"
+    config.write_text(f"dataset_path: {tmp_path}\nvocab_size: 300\noutput_dir: {out}\nblock_size: 64\n")
+    train_tokenizer.main([str(config)])
+    loaded = AutoTokenizer.from_pretrained(out)
+    assert len(loaded) == 300 and loaded.model_max_length == 64
+    assert loaded.decode(loaded(docs[0], add_special_tokens=False)["input_ids"]) == docs[0]

@@ -205,3 +205,16 @@ def test_two_processes_match_one_with_double_accumulation(workdir, tmp_path):
     wa, wb = load_file(str(tmp_path / "two" / "model.safetensors")), load_file(str(tmp_path / "one" / "model.safetensors"))
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_continue_from_a_saved_model_folder(workdir, tmp_path):
+    first = tmp_path / "first"
+    run(cli_args(workdir, first, max_steps=6))
+    second = tmp_path / "second"
+    run(cli_args(workdir, second, max_steps=2, model_name_or_path=str(first), tokenizer_name=None, warmup_steps=1))
+    start_fresh = metrics(first)[0]["loss"]
+    start_again = metrics(second)[0]["loss"]
+    assert start_again < start_fresh - 0.1  # it began from the trained weights, not a fresh init
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(second).get_vocab() == AutoTokenizer.from_pretrained(first).get_vocab()

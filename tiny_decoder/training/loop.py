@@ -136,6 +136,8 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
 
     # Data and tokenizer. The main process builds caches and the tokenizer first; the others reuse them.
     tok_dir = out_dir / "tokenizer"
+    if model_args.model_name_or_path and not tok_args.tokenizer_name:
+        tok_args.tokenizer_name = model_args.model_name_or_path  # continue with the model's own tokenizer
     t_data = time.time()
     with accelerator.main_process_first():
         raw = load_raw_dataset(data_args)
@@ -151,13 +153,16 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         say(format_report(reports))
     say(f"data ready in {time.time() - t_data:.1f} s")
 
-    config = build_config(model_args, tokenizer, data_args.block_size)
     set_seed(args.seed)  # the initial weights depend on the seed alone, not on what ran before
     if model_args.model_name_or_path:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, attn_implementation=model_args.attn_implementation)
+        if model.config.vocab_size < len(tokenizer):
+            raise ValueError(f"The tokenizer has {len(tokenizer)} tokens but {model_args.model_name_or_path!r} only "
+                             f"{model.config.vocab_size} embeddings; use the model's own tokenizer.")
     else:
+        config = build_config(model_args, tokenizer, data_args.block_size)
         model = TinyDecoderForCausalLM._from_config(config, attn_implementation=model_args.attn_implementation)
     config = model.config
     n_params = sum(p.numel() for p in model.parameters())
