@@ -57,18 +57,10 @@ def eager_attention(q, k, v, bias, is_causal: bool, dropout: float, training: bo
 
 
 def sdpa_attention(q, k, v, bias, is_causal: bool, dropout: float, training: bool):
-    """The same computation through torch's fused kernel; no weights come back.
-
-    Decoding one token lets SDPA share kv heads itself (no copy of the cache each step); longer
-    queries repeat kv heads by hand, which was measured faster on CPU in training.
-    """
-    n_rep = q.shape[1] // k.shape[1]
-    share = n_rep > 1 and q.shape[2] == 1
-    if not share:
-        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+    """The same computation through torch's fused kernel (kv heads shared, not copied); no weights."""
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=bias, dropout_p=dropout if training else 0.0,
-        is_causal=is_causal and bias is None, enable_gqa=share,
+        is_causal=is_causal and bias is None, enable_gqa=q.shape[1] != k.shape[1],
     )
     return out, None
 

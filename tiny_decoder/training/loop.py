@@ -301,7 +301,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
             "tokenizer_desc": tok_args.tokenizer_name or f"byte-level BPE, {len(tokenizer)} tokens, trained on the training split",
             "steps": step, "tokens": tokens, "batch_tokens": tokens_per_step,
             "learning_rate": args.learning_rate, "lr_scheduler_type": args.lr_scheduler_type, "warmup_steps": args.warmup_steps,
-            "mixed_precision": args.mixed_precision, "hardware": describe_hardware(accelerator),
+            "mixed_precision": "fp32" if args.mixed_precision == "no" else args.mixed_precision, "hardware": describe_hardware(accelerator),
             "minutes": minutes, "eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50)),
             "command": command or " ".join(sys.argv), "prompt": args.sample_prompt, "seed": args.seed,
             "samples": samples, "params": n_params,
