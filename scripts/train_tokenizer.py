@@ -39,4 +39,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError, RuntimeError) as err:  # DataError, CheckpointError, bad arguments, missing files
+        sys.exit(f"error: {err}")

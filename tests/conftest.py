@@ -30,11 +30,6 @@ def small_config(**overrides):
     return TinyDecoderConfig(**kwargs)
 
 
-@pytest.fixture
-def make_config():
-    return small_config
-
-
 def shared_tinystories():
     """../shared/data/tinystories beside the checkout (or $TINY_DECODER_DATA), else None."""
     from pathlib import Path
