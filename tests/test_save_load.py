@@ -23,7 +23,8 @@ def test_reload_gives_identical_logits(tmp_path, pe, tied):
     files = set(os.listdir(tmp_path))
     assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
     assert {"modeling_tiny_decoder.py", "configuration_tiny_decoder.py", "positions.py", "norms.py"} <= files
-    assert json.loads((tmp_path / "config.json").read_text())["auto_map"]["AutoModelForCausalLM"]
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
 
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(loaded) is TinyDecoderForCausalLM
@@ -41,7 +42,8 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
     folder = tmp_path / "model"
     model.save_pretrained(folder)
     ids = torch.randint(3, 60, (2, 10))
-    torch.save({"ids": ids, "logits": model(ids).logits}, tmp_path / "expected.pt")  # test-made file
+    expected = {"ids": ids, "logits": model(ids).logits, "hidden": model.model(ids).last_hidden_state}
+    torch.save(expected, tmp_path / "expected.pt")  # test-made file
     script = textwrap.dedent(f"""
         import sys
         sys.modules["tiny_decoder"] = None  # any `import tiny_decoder` now fails
@@ -56,6 +58,9 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
         assert "tiny_decoder" not in type(model).__module__.split(".")[0], type(model).__module__
         expected = torch.load({str(tmp_path / "expected.pt")!r})
         assert torch.equal(model(expected["ids"]).logits, expected["logits"])
+        from transformers import AutoModel
+        base = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        assert torch.equal(base(expected["ids"]).last_hidden_state, expected["hidden"])
         out = model.generate(expected["ids"][:, :3], max_new_tokens=5, do_sample=False)
         assert out.shape == (2, 8)
         print("REMOTE_OK", type(model).__module__)

@@ -314,6 +314,14 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    def save_pretrained(self, *args, **kwargs):
+        # auto_map names only the saved class; add the base model (same file) so AutoModel loads
+        # the folder with trust_remote_code too.
+        if self._auto_class is not None:
+            entry = {"AutoModel": f"{TinyDecoderModel.__module__.split('.')[-1]}.{TinyDecoderModel.__name__}"}
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **entry}
+        return super().save_pretrained(*args, **kwargs)
+
     def get_input_embeddings(self):
         return self.model.embed_tokens
 
