@@ -10,31 +10,15 @@ Arguments mirror transformers' TrainingArguments and run_clm.py; `--help` lists 
 import shlex
 import sys
 
-from transformers import HfArgumentParser
-
+from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments
 from tiny_decoder.tokenizer import TokenizerArguments
 from tiny_decoder.training import ModelArguments, TrainArguments, run_training
 
 
-def parse(argv):
-    parser = HfArgumentParser((ModelArguments, DataArguments, TokenizerArguments, TrainArguments))
-    if argv and argv[0].endswith((".json", ".yaml", ".yml")):
-        # A file first, then command-line flags that override it.
-        loader = parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file
-        base = loader(argv[0])
-        if len(argv) == 1:
-            return base
-        import dataclasses
-
-        parser.set_defaults(**{k: v for d in base for k, v in dataclasses.asdict(d).items()})
-        return parser.parse_args_into_dataclasses(argv[1:])
-    return parser.parse_args_into_dataclasses(argv)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    model_args, data_args, tok_args, train_args = parse(argv)
+    model_args, data_args, tok_args, train_args = parse_args((ModelArguments, DataArguments, TokenizerArguments, TrainArguments), argv)
     result = run_training(model_args, data_args, tok_args, train_args, command="python scripts/train.py " + shlex.join(argv))
     import torch.distributed as dist
 
@@ -44,7 +28,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, OSError, RuntimeError) as err:  # DataError, CheckpointError, bad arguments, missing files
-        sys.exit(f"error: {err}")
+    run_command(main)

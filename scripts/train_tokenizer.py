@@ -7,8 +7,7 @@
 import sys
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
-
+from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments, clean_and_split, load_raw_dataset
 from tiny_decoder.tokenizer import TokenizerArguments, text_batches, train_bpe_tokenizer
 
@@ -19,13 +18,8 @@ class OutputArguments:
 
 
 def main(argv=None):
-    parser = HfArgumentParser((DataArguments, TokenizerArguments, OutputArguments))
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        loader = parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file
-        data_args, tok_args, out_args = loader(argv[0])
-    else:
-        data_args, tok_args, out_args = parser.parse_args_into_dataclasses(argv)
+    data_args, tok_args, out_args = parse_args((DataArguments, TokenizerArguments, OutputArguments), argv)
     splits, _ = clean_and_split(load_raw_dataset(data_args), data_args)
     batches = text_batches(splits["train"], data_args.text_column, max_documents=tok_args.tokenizer_max_documents)
     tokenizer = train_bpe_tokenizer(batches, tok_args.vocab_size, data_args.block_size, tok_args.min_frequency)
@@ -39,7 +33,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, OSError, RuntimeError) as err:  # DataError, CheckpointError, bad arguments, missing files
-        sys.exit(f"error: {err}")
+    run_command(main)

@@ -36,7 +36,7 @@ def test_packed_blocks_are_the_token_stream(corpus, tiny_tokenizer):
     assert r.documents == 400 and r.tokens == len(stream) and r.blocks == len(stream) // 16
 
 
-def test_hash_split_is_deterministic_disjoint_and_order_free(corpus, tiny_tokenizer, tmp_path):
+def test_hash_split_is_deterministic_disjoint_and_order_free(corpus, tmp_path):
     path, docs = corpus
     args = DataArguments(dataset_path=str(path), validation_split_percentage=20)
     a = load_raw_dataset(args)
@@ -75,7 +75,7 @@ def test_txt_files_with_a_separator_and_a_validation_file(tmp_path, tiny_tokeniz
     assert reports["validation"].documents == 10 and reports["validation"].dropped_empty == 2
 
 
-def test_blank_line_separated_txt(tmp_path, tiny_tokenizer):
+def test_blank_line_separated_txt(tmp_path):
     (tmp_path / "corpus.txt").write_text("one story.\n\n\n\ntwo story.\n\nthree\nlines story.", encoding="utf-8")
     raw = load_raw_dataset(DataArguments(dataset_path=str(tmp_path / "corpus.txt")))
     assert [t.strip() for t in raw["train"]["text"] if t.strip()] == ["one story.", "two story.", "three\nlines story."]
@@ -89,7 +89,7 @@ def test_parquet_folder(tmp_path, tiny_tokenizer):
     assert reports["train"].documents + reports["validation"].documents == 50
 
 
-def test_invalid_utf8_names_file_and_offset_or_is_replaced(tmp_path, tiny_tokenizer):
+def test_invalid_utf8_names_file_and_offset_or_is_replaced(tmp_path):
     good = json.dumps({"text": "a fine story"}) + "\n"
     bad = tmp_path / "train.jsonl"
     bad.write_bytes(good.encode() + b'{"text": "broken \xff byte"}\n')

@@ -54,6 +54,11 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many validation documents."})
     pack_batch_size: int = field(default=1000, metadata={"help": "Documents per packing batch."})
 
+    @property
+    def local_path(self) -> str | None:
+        """The local copy to read: --dataset_path, else $TINY_DECODER_DATA, else None (use the Hub)."""
+        return self.dataset_path or os.environ.get(DATA_ENV) or None
+
     def __post_init__(self):
         if self.encoding_errors not in ("strict", "replace"):
             raise DataError(f"encoding_errors={self.encoding_errors!r}: choose 'strict' or 'replace'.")
@@ -82,9 +87,8 @@ def hub_is_reachable(timeout: float = 3.0) -> bool:
 
 def load_raw_dataset(args: DataArguments) -> DatasetDict | IterableDatasetDict:
     """Documents as a dict of splits ('train', maybe 'validation'), before any cleaning."""
-    path = args.dataset_path or os.environ.get(DATA_ENV)
-    if path:
-        return load_local(path, args)
+    if args.local_path:
+        return load_local(args.local_path, args)
     if not hub_is_reachable():
         raise DataError(
             f"The Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE=1), so {args.dataset_name!r} cannot be "

@@ -296,7 +296,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         plot_loss_curve(log.read(), str(out_dir / "loss_curve.png"))
         card = render_model_card(unwrapped.config, {
             "repo": args.hub_model_id or out_dir.name,
-            "dataset_name": None if (data_args.dataset_path or os.environ.get("TINY_DECODER_DATA")) else data_args.dataset_name,
+            "dataset_name": None if data_args.local_path else data_args.dataset_name,
             "dataset_desc": describe_data(data_args, reports),
             "tokenizer_desc": tok_args.tokenizer_name or f"byte-level BPE, {len(tokenizer)} tokens, trained on the training split",
             "steps": step, "tokens": tokens, "batch_tokens": tokens_per_step,
@@ -316,7 +316,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
 
 
 def describe_data(data_args, reports) -> str:
-    source = data_args.dataset_path or os.environ.get("TINY_DECODER_DATA") or data_args.dataset_name
+    source = data_args.local_path or data_args.dataset_name
     if reports:
         return (f"{source} ({reports['train'].tokens:,} training tokens in {reports['train'].documents:,} documents; "
                 f"validation {reports['validation'].tokens:,} tokens)")

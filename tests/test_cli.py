@@ -1,0 +1,25 @@
+import json
+
+import pytest
+
+from tiny_decoder.cli import parse_args, run_command
+from tiny_decoder.data import DataArguments
+from tiny_decoder.training import ModelArguments, TrainArguments
+
+
+def test_file_then_flags_override_the_file(tmp_path):
+    f = tmp_path / "args.json"
+    f.write_text(json.dumps({"preset": "nano", "learning_rate": 0.01, "block_size": 64, "output_dir": "a"}))
+    model, data, train = parse_args((ModelArguments, DataArguments, TrainArguments), [str(f)])
+    assert (model.preset, train.learning_rate, data.block_size, train.output_dir) == ("nano", 0.01, 64, "a")
+    model, data, train = parse_args((ModelArguments, DataArguments, TrainArguments), [str(f), "--learning_rate", "0.002"])
+    assert (model.preset, train.learning_rate, data.block_size) == ("nano", 0.002, 64)
+
+
+def test_bad_input_exits_with_one_line(capsys):
+    def main():
+        raise ValueError("block_size=1 must be at least 2.")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(main)
+    assert exit_info.value.code == "error: block_size=1 must be at least 2."
