@@ -5,11 +5,13 @@
 """
 
 import sys
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments, clean_and_split, load_raw_dataset
 from tiny_decoder.tokenizer import TokenizerArguments, text_batches, train_bpe_tokenizer
+from tiny_decoder.training.run_dir import OutputDirError, save_atomically
 
 
 @dataclass
@@ -20,10 +22,15 @@ class OutputArguments:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     data_args, tok_args, out_args = parse_args((DataArguments, TokenizerArguments, OutputArguments), argv)
+    out = Path(out_args.output_dir)
+    if out.exists() and not out.is_dir():  # checked before the work, not after it
+        raise OutputDirError(f"output_dir {str(out)!r} is a file, not a folder; choose another --output_dir.")
     splits, _ = clean_and_split(load_raw_dataset(data_args), data_args)
     batches = text_batches(splits["train"], data_args.text_column, max_documents=tok_args.tokenizer_max_documents)
     tokenizer = train_bpe_tokenizer(batches, tok_args.vocab_size, data_args.block_size, tok_args.min_frequency)
-    tokenizer.save_pretrained(out_args.output_dir)
+    save_atomically(out_args.output_dir, tokenizer.save_pretrained)
+    if not (out / "tokenizer.json").is_file():
+        raise OutputDirError(f"the tokenizer was not saved to {str(out)!r}; check that the folder is writable.")
     sample = [t for b in text_batches(splits["validation"], data_args.text_column, max_documents=200) for t in b]
     chars = sum(map(len, sample))
     tokens = sum(len(x) for x in tokenizer(sample, add_special_tokens=False, verbose=False)["input_ids"])

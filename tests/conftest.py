@@ -1,6 +1,9 @@
 """Shared test settings: offline Hub, few threads, small models built on the fly."""
 
+import json
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -32,8 +35,6 @@ def small_config(**overrides):
 
 def shared_tinystories():
     """../shared/data/tinystories beside the checkout (or $TINY_DECODER_DATA), else None."""
-    from pathlib import Path
-
     env = os.environ.get("TINY_DECODER_DATA")
     path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "tinystories"
     return path if (path / "train.jsonl").exists() else None
@@ -60,3 +61,46 @@ def tiny_tokenizer():
 
     docs = generated_documents(500)
     return train_bpe_tokenizer([docs[i : i + 100] for i in range(0, 500, 100)], vocab_size=300, model_max_length=32)
+
+
+# ---------------------------------------------------------------- training runs on generated data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, tiny_tokenizer):
+    """A generated corpus (train.jsonl, validation.jsonl) and a tokenizer folder for training runs."""
+    d = tmp_path_factory.mktemp("train")
+    data = d / "data"
+    data.mkdir()
+    docs = generated_documents(240, seed=5)
+    (data / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs[:200]))
+    (data / "validation.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs[200:]))
+    tiny_tokenizer.save_pretrained(d / "tok")
+    return d
+
+
+def cli_args(workdir, out, **over):
+    args = dict(preset="nano", dataset_path=str(workdir / "data"), tokenizer_name=str(workdir / "tok"), block_size=16,
+                output_dir=str(out), per_device_train_batch_size=4, per_device_eval_batch_size=8, max_steps=6,
+                warmup_steps=2, learning_rate=3e-3, logging_steps=1, eval_steps=3, save_steps=3, max_eval_batches=2,
+                num_samples=1, max_new_tokens=8, report_to="none", use_cpu="true", seed=7)
+    args.update(over)
+    return [x for k, v in args.items() if v is not None for x in (f"--{k}", str(v))]
+
+
+def run(argv):
+    """scripts/train.py's main() in this process."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import train  # scripts/train.py
+    finally:
+        sys.path.pop(0)
+    return train.main(argv)
+
+
+def metrics(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+

@@ -139,3 +139,57 @@ def test_bad_arguments_are_refused():
         DataArguments(encoding_errors="ignore")
     with pytest.raises(DataError, match="block_size"):
         DataArguments(block_size=1)
+
+
+def test_empty_jsonl_is_named_before_any_work(tmp_path):
+    (tmp_path / "train.jsonl").write_text("")
+    with pytest.raises(DataError, match=r"train.jsonl is empty: it holds no documents"):
+        load_raw_dataset(DataArguments(dataset_path=str(tmp_path)))
+    (tmp_path / "train.jsonl").write_text("\n  \n")
+    with pytest.raises(DataError, match=r"train.jsonl is empty"):
+        load_raw_dataset(DataArguments(dataset_path=str(tmp_path)))
+
+
+@pytest.mark.parametrize("errors", ["strict", "replace"])
+def test_a_line_that_is_not_json_is_named_with_file_and_line(tmp_path, errors):
+    lines = [json.dumps({"text": "one"}), json.dumps({"text": "two"}), "{text: three", json.dumps({"text": "four"})]
+    body = "\n".join(lines).encode()
+    if errors == "replace":  # bad bytes too, so the replace path (our own reader) is the one taken
+        body = json.dumps({"text": "bad \xff"}).encode().replace(b"\\u00ff", b"\xff") + b"\n" + body
+    (tmp_path / "train.jsonl").write_bytes(body)
+    line = 3 if errors == "strict" else 4
+    with pytest.raises(DataError, match=rf"train.jsonl, line {line}: not valid JSON .*fix or delete that line"):
+        load_raw_dataset(DataArguments(dataset_path=str(tmp_path), encoding_errors=errors))
+
+
+def test_a_json_line_that_is_not_an_object_is_named(tmp_path):
+    (tmp_path / "train.jsonl").write_text(json.dumps({"text": "one"}) + "\n" + json.dumps(["a", "list"]) + "\n")
+    with pytest.raises(DataError, match=r"train.jsonl, line 2: a list, not a JSON object"):
+        load_raw_dataset(DataArguments(dataset_path=str(tmp_path)))
+
+
+def test_a_json_file_holding_one_list_of_records_still_loads(tmp_path):
+    (tmp_path / "train.json").write_text(json.dumps([{"text": "one"}, {"text": "two"}]))
+    assert load_raw_dataset(DataArguments(dataset_path=str(tmp_path)))["train"]["text"] == ["one", "two"]
+
+
+def test_empty_dataset_path_means_the_hub_even_with_the_environment_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv("TINY_DECODER_DATA", str(tmp_path))
+    assert DataArguments().local_path == str(tmp_path)
+    assert DataArguments(dataset_path="").local_path is None
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(DataError, match="cannot be reached"):
+        load_raw_dataset(DataArguments(dataset_path=""))
+
+
+def test_make_train_data_hub_asks_for_the_hub(tmp_path):
+    """`make train DATA=hub` passes an empty --dataset_path, which wins over $TINY_DECODER_DATA."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["make", "-n", "train", "DATA=hub"], cwd=root, capture_output=True, text=True,
+                         env={**__import__("os").environ, "TINY_DECODER_DATA": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    line = [x for x in out.stdout.replace("\\\n", " ").splitlines() if "scripts/train.py" in x][0]
+    assert '--dataset_path ""' in line and str(tmp_path) not in line

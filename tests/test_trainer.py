@@ -1,6 +1,5 @@
 """transformers.Trainer drives the model: loss falls, checkpoints save, resume continues exactly."""
 
-import os
 
 import torch
 from datasets import Dataset

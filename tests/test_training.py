@@ -11,43 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import generated_documents
+from conftest import cli_args, metrics, run  # noqa: F401  (workdir is a conftest fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory, tiny_tokenizer):
-    d = tmp_path_factory.mktemp("train")
-    data = d / "data"
-    data.mkdir()
-    docs = generated_documents(240, seed=5)
-    (data / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs[:200]))
-    (data / "validation.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs[200:]))
-    tiny_tokenizer.save_pretrained(d / "tok")
-    return d
-
-
-def cli_args(workdir, out, **over):
-    args = dict(preset="nano", dataset_path=str(workdir / "data"), tokenizer_name=str(workdir / "tok"), block_size=16,
-                output_dir=str(out), per_device_train_batch_size=4, per_device_eval_batch_size=8, max_steps=6,
-                warmup_steps=2, learning_rate=3e-3, logging_steps=1, eval_steps=3, save_steps=3, max_eval_batches=2,
-                num_samples=1, max_new_tokens=8, report_to="none", use_cpu="true", seed=7)
-    args.update(over)
-    return [x for k, v in args.items() if v is not None for x in (f"--{k}", str(v))]
-
-
-def run(argv):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import train  # scripts/train.py
-    finally:
-        sys.path.pop(0)
-    return train.main(argv)
-
-
-def metrics(out):
-    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_one_step_equals_a_hand_written_step(workdir, tmp_path):
@@ -100,10 +66,10 @@ def test_resume_after_a_crash_ends_with_identical_weights(workdir, tmp_path, mon
 
     real_save = loop.save_checkpoint
 
-    def crash_at_6(accelerator, output_dir, state, limit):
+    def crash_at_6(accelerator, output_dir, state, limit, **kw):
         if state["step"] == 6:
             raise KeyboardInterrupt("simulated kill")
-        return real_save(accelerator, output_dir, state, limit)
+        return real_save(accelerator, output_dir, state, limit, **kw)
 
     monkeypatch.setattr(loop, "save_checkpoint", crash_at_6)
     with pytest.raises(KeyboardInterrupt):

@@ -20,8 +20,12 @@ def parse_args(dataclass_types, argv: list[str]) -> tuple:
 
 
 def run_command(main) -> None:
-    """Run a script's main(); bad input (DataError, CheckpointError, bad arguments, missing files) exits with one line."""
+    """Run a script's main(); bad input (DataError, CheckpointError, bad arguments, missing files) exits with
+    one line, and so does Ctrl-C (exit status 130, as a shell reports an interrupted command)."""
     try:
         main()
     except (ValueError, OSError, RuntimeError) as err:
         sys.exit(f"error: {err}")
+    except KeyboardInterrupt as err:
+        print(f"\n{err or 'interrupted; nothing was saved'}", file=sys.stderr)
+        sys.exit(130)

@@ -39,7 +39,8 @@ class DataArguments:
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
     dataset_path: str | None = field(
         default=None,
-        metadata={"help": f"Local file or folder (.txt/.jsonl/.parquet; train*/validation* names split it). Default: ${DATA_ENV}."},
+        metadata={"help": f"Local file or folder (.txt/.jsonl/.parquet; train*/validation* names split it). Default: "
+                          f"${DATA_ENV}. An empty string ('') means no local copy: use --dataset_name from the Hub."},
     )
     text_column: str = field(default="text", metadata={"help": "Column that holds the documents."})
     streaming: bool = field(default=False, metadata={"help": "Stream (IterableDataset) instead of downloading/caching."})
@@ -56,7 +57,12 @@ class DataArguments:
 
     @property
     def local_path(self) -> str | None:
-        """The local copy to read: --dataset_path, else $TINY_DECODER_DATA, else None (use the Hub)."""
+        """The local copy to read: --dataset_path, else $TINY_DECODER_DATA, else None (use the Hub).
+
+        An explicit empty --dataset_path asks for the Hub even when $TINY_DECODER_DATA is set.
+        """
+        if self.dataset_path == "":
+            return None
         return self.dataset_path or os.environ.get(DATA_ENV) or None
 
     def __post_init__(self):
@@ -139,6 +145,33 @@ def check_utf8(path: str) -> int | None:
     return None
 
 
+def check_json_file(path: str, errors: str = "strict") -> None:
+    """Refuse, by file and line, a JSON Lines file that `datasets` would fail on with a long traceback.
+
+    A .json file may instead hold one JSON document (a list of records); that is accepted whole.
+    """
+    text = Path(path).read_bytes().decode("utf-8", errors="replace" if errors == "replace" else "strict")
+    if not text.strip():
+        raise DataError(f"{path} is empty: it holds no documents. Fill it (one JSON object per line) or remove it.")
+    if path.endswith(".json"):
+        try:
+            json.loads(text)
+            return
+        except ValueError:
+            pass  # then it must be JSON Lines
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise DataError(f"{path}, line {lineno}: not valid JSON ({err.msg} at column {err.colno}); "
+                            f"fix or delete that line (JSON Lines: one object per line).") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}, line {lineno}: a {type(record).__name__}, not a JSON object like "
+                            f'{{"text": "..."}}; fix or delete that line.')
+
+
 def _read_text(path: str, errors: str) -> str:
     data = Path(path).read_bytes()
     try:
@@ -172,6 +205,11 @@ def load_local(path: str, args: DataArguments):
         bad = None if fmt == "parquet" or args.streaming else next(((f, o) for f in files if (o := check_utf8(f)) is not None), None)
         if bad and args.encoding_errors == "strict":
             raise DataError(f"{bad[0]}: invalid UTF-8 at byte offset {bad[1]}; fix the file or pass --encoding_errors replace.")
+        if fmt == "json":
+            for f in files:
+                check_json_file(f, args.encoding_errors)
+        elif fmt == "text" and not any(os.path.getsize(f) for f in files):
+            raise DataError(f"{', '.join(files)}: empty, no documents. Fill the file(s) or point --dataset_path elsewhere.")
         if fmt == "text":
             result[split] = from_gen(_txt_documents, gen_kwargs=dict(files=files, separator=args.text_separator,
                                                                      errors=args.encoding_errors, stamp=stamp(files)))

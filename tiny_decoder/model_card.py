@@ -20,14 +20,14 @@ scratch in PyTorch, loaded through `transformers`' `AutoModelForCausalLM`), trai
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained("{repo}")
+tokenizer = AutoTokenizer.from_pretrained("{repo}", trust_remote_code=True)
 model = AutoModelForCausalLM.from_pretrained("{repo}", trust_remote_code=True)
 inputs = tokenizer("Once upon a time", return_tensors="pt")
 out = model.generate(**inputs, max_new_tokens=100, do_sample=True, top_k=50, top_p=0.95)
 print(tokenizer.decode(out[0], skip_special_tokens=True))
 ```
 
-With the `tiny_decoder` package installed (`import tiny_decoder`), `trust_remote_code` is not needed.
+{where}With the `tiny_decoder` package installed (`import tiny_decoder`), `trust_remote_code` is not needed.
 
 ## Architecture
 
@@ -73,7 +73,7 @@ else. It repeats itself and loses the plot in long generations. Not for any real
 
 
 def render_model_card(config, info: dict) -> str:
-    """info keys: repo, dataset_name, dataset_desc, tokenizer_desc, steps, tokens, batch_tokens,
+    """info keys: repo (Hub id or the folder's path), title, dataset_name, dataset_desc, tokenizer_desc, steps, tokens, batch_tokens,
     learning_rate, lr_scheduler_type, warmup_steps, mixed_precision, hardware, minutes, eval_loss,
     eval_ppl, command, prompt, seed, samples (list of str), params."""
     arch_keys = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
@@ -100,10 +100,14 @@ def render_model_card(config, info: dict) -> str:
         }],
     }
     samples = "\n\n".join(f"> {s.strip()}".replace("\n", "\n> ") for s in info["samples"]) or "(none)"
-    fields = {k: v for k, v in info.items() if k not in ("samples",)}
+    fields = {k: v for k, v in info.items() if k not in ("samples", "title")}
+    local = "/" not in info["repo"] or info["repo"].startswith((".", "/", "~")) or info["repo"].count("/") > 1
+    where = (f"`{info['repo']}` is this folder's path as training wrote it (relative to where training ran); after "
+             f"`push_to_hub`, use the repository id instead.\n\n") if local else ""
     return TEMPLATE.format(
         metadata=_yaml(metadata),
-        title=info["repo"].split("/")[-1],
+        title=info.get("title") or info["repo"].rstrip("/").split("/")[-1],
+        where=where,
         params_m=info["params"] / 1e6,
         architecture=architecture,
         samples=samples,

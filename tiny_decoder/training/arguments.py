@@ -35,6 +35,9 @@ class ModelArguments:
 @dataclass
 class TrainArguments:
     output_dir: str = field(default="runs/tiny", metadata={"help": "Checkpoints, logs and the final model go here."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace the run already in output_dir (deletes its checkpoints and model)."}
+    )
     seed: int = 42
     learning_rate: float = 1e-3
     min_lr_ratio: float = field(default=0.1, metadata={"help": "Cosine decays to learning_rate * this."})
@@ -60,7 +63,11 @@ class TrainArguments:
     torch_compile: bool = False
     use_cpu: bool = False
     dataloader_num_workers: int = 0
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest'."})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "A checkpoint folder, or 'latest'. Resuming is bit-exact without --torch_compile; compiled "
+                          "CPU kernels may round differently from run to run."},
+    )
     report_to: str = field(default="tensorboard", metadata={"help": "Trackers: 'tensorboard', 'all' or 'none'."})
     num_samples: int = field(default=3, metadata={"help": "Stories generated at the end (printed and in the card)."})
     sample_prompt: str = "Once upon a time"
@@ -80,6 +87,25 @@ class TrainArguments:
                      "logging_steps", "eval_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+        for name, low in (("warmup_steps", 0), ("weight_decay", 0.0), ("max_grad_norm", 0.0), ("adam_epsilon", 0.0),
+                          ("num_samples", 0), ("max_new_tokens", 1), ("dataloader_num_workers", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= {low}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate={self.learning_rate} must be > 0.")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1].")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1).")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps={self.max_steps}: give a positive number of steps, or -1 to let num_train_epochs decide.")
+        if self.max_steps == -1 and not self.num_train_epochs > 0:
+            raise ValueError(f"num_train_epochs={self.num_train_epochs} trains nothing; give a positive number (or --max_steps N).")
+        if self.max_train_minutes is not None and not self.max_train_minutes > 0:
+            raise ValueError(f"max_train_minutes={self.max_train_minutes} must be > 0 (leave it unset for no limit).")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ValueError(f"save_total_limit={self.save_total_limit} must be >= 1 (leave it unset to keep every checkpoint).")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("push_to_hub needs --hub_model_id NAME (e.g. your-user/tiny-stories).")
 

@@ -11,8 +11,7 @@ FSDP through an accelerate config file) and Apple MPS. Design choices:
 """
 
 import math
-import os
-import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -28,9 +27,48 @@ from ..data import build_lm_datasets, clean_and_split, format_report, hub_is_rea
 from ..model_card import render_model_card
 from ..tokenizer import get_tokenizer, load_tokenizer
 from .arguments import build_config
-from .checkpoint import resolve_checkpoint, save_checkpoint, verify_checkpoint
+from .checkpoint import install_state_hooks, list_checkpoints, resolve_checkpoint, save_checkpoint, verify_checkpoint
 from .optim import build_optimizer
 from .report import MetricsLog, device_peak_flops, flops_per_token, plot_loss_curve
+from .run_dir import check_output_dir, clear_run, save_atomically
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C, with a message that says what was saved and how to go on."""
+
+
+class StopRequest:
+    """The first Ctrl-C (SIGINT) asks the loop to stop after the current optimizer step and save a
+    checkpoint there; a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C as it is
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (press again to stop at once)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+    def agreed(self, accelerator) -> bool:
+        """Every process stops at the same step, or none does (a signal reaches them at different times)."""
+        if accelerator.num_processes == 1:
+            return self.requested
+        flag = torch.tensor([float(self.requested)], device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
 
 class EpochSampler(Sampler):
@@ -100,14 +138,14 @@ def generate_samples(model, tokenizer, prompt, n, max_new_tokens, seed) -> list[
 
 
 def save_final(model, tokenizer, output_dir: str):
-    """save_pretrained into a temporary folder, then move each file into output_dir."""
-    tmp = Path(output_dir) / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    for f in tmp.iterdir():
-        os.replace(f, Path(output_dir) / f.name)
-    tmp.rmdir()
+    """save_pretrained of model and tokenizer into a temporary folder, then moved into output_dir."""
+    save_atomically(output_dir, model.save_pretrained, tokenizer.save_pretrained)
+
+
+def resume_command(command: str | None) -> str:
+    base = command or "python " + " ".join(sys.argv)
+    base = base.split(" --resume_from_checkpoint")[0]
+    return f"{base} --resume_from_checkpoint latest"
 
 
 def run_training(model_args, data_args, tok_args, args, command: str | None = None) -> dict:
@@ -127,7 +165,16 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         check_hub_access(args)
     set_seed(args.seed)
     out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Every process checks (so all raise alike); the main process alone clears and creates.
+    old_run = check_output_dir(args.output_dir, args.overwrite_output_dir, bool(args.resume_from_checkpoint))
+    accelerator.wait_for_everyone()
+    if main:
+        if old_run:
+            say(f"--overwrite_output_dir: deleting the run in {out_dir} ({len(old_run)} entries)")
+            clear_run(old_run)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    install_state_hooks(accelerator)
 
     resume_from, state = None, {"step": 0, "epoch": 0, "batch_in_epoch": 0, "tokens": 0}
     if args.resume_from_checkpoint:
@@ -161,6 +208,10 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         if model.config.vocab_size < len(tokenizer):
             raise ValueError(f"The tokenizer has {len(tokenizer)} tokens but {model_args.model_name_or_path!r} only "
                              f"{model.config.vocab_size} embeddings; use the model's own tokenizer.")
+        context = getattr(model.config, "max_position_embeddings", None)
+        if context is not None and data_args.block_size > context:
+            raise ValueError(f"block_size={data_args.block_size} is longer than {model_args.model_name_or_path!r}'s "
+                             f"context (max_position_embeddings={context}); pass --block_size {context} or less.")
     else:
         config = build_config(model_args, tokenizer, data_args.block_size)
         model = TinyDecoderForCausalLM._from_config(config, attn_implementation=model_args.attn_implementation)
@@ -202,24 +253,94 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
     accelerator.register_for_checkpointing(scheduler)
 
     if resume_from is not None:
+        if state["step"] >= total_steps:
+            say(f"{resume_from} is at step {state['step']}, and this run has {total_steps} steps: it is finished, nothing "
+                f"to do. To train longer, resume with a larger --max_steps (or --num_train_epochs).")
+            accelerator.end_training()
+            return {"step": state["step"], "tokens": state["tokens"], "eval_loss": None, "minutes": 0.0,
+                    "params": n_params, "finished_already": True}
         accelerator.load_state(str(resume_from))
         say(f"resumed from {resume_from} at step {state['step']} (epoch {state['epoch']}, batch {state['batch_in_epoch']})")
 
     tokens_per_step = data_args.block_size * args.per_device_train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
     fpt = flops_per_token(n_params, config, data_args.block_size)
     peak = device_peak_flops(accelerator.device)
-    log = MetricsLog(args.output_dir, enabled=main, resume=resume_from is not None)
+    log = MetricsLog(args.output_dir, enabled=main, resume_step=state["step"] if resume_from is not None else None)
     if args.report_to != "none":
         scalar = {k: v for k, v in {**vars(args), **vars(data_args), **config.to_dict()}.items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers("tiny-decoder", config=scalar)
     say(f"training {total_steps} steps ({steps_per_epoch or '?'} per epoch), {tokens_per_step:,} tokens per step, "
         f"{accelerator.num_processes} process(es) on {accelerator.device}, precision {args.mixed_precision}")
 
-    step, epoch, skip, tokens = state["step"], state["epoch"], state["batch_in_epoch"], state["tokens"]
+    progress = {"step": state["step"], "epoch": state["epoch"], "batch_in_epoch": state["batch_in_epoch"], "tokens": state["tokens"]}
+    t_start = time.time()
+    ctx = dict(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, train_dl=train_dl,
+               eval_dl=eval_dl, sampler=sampler, args=args, total_steps=total_steps, tokens_per_step=tokens_per_step,
+               log=log, fpt=fpt, peak=peak, streaming=streaming, t_start=t_start)
+    with StopRequest() as stop:
+        try:
+            eval_loss, stopped = train_steps(progress, stop, **ctx)
+        except KeyboardInterrupt as err:
+            if isinstance(err, TrainingInterrupted):
+                raise
+            saved = list_checkpoints(args.output_dir)
+            where = (f"the last checkpoint, {saved[-1]}, holds step {verify_checkpoint(saved[-1])['step']}"
+                     if saved else "no checkpoint was written yet")
+            raise TrainingInterrupted(f"interrupted at step {progress['step']}; {where}. "
+                                      f"Resume with: {resume_command(command)}") from None
+    step, tokens = progress["step"], progress["tokens"]
+    minutes = (time.time() - t_start) / 60
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if stopped:
+        raise TrainingInterrupted(f"stopped by Ctrl-C at step {step}; checkpoint-{step} holds it. "
+                                  f"Resume with: {resume_command(command)}")
+
+    result = {"step": step, "tokens": tokens, "eval_loss": eval_loss, "minutes": minutes, "params": n_params}
+    if main:
+        unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+        unwrapped.config.use_cache = True
+        save_final(unwrapped, tokenizer, args.output_dir)
+        samples = generate_samples(unwrapped, tokenizer, args.sample_prompt, args.num_samples, args.max_new_tokens, args.seed)
+        for i, s in enumerate(samples):
+            print(f"\n--- sample {i + 1} ---\n{s}")
+        plot_loss_curve(log.read(), str(out_dir / "loss_curve.png"))
+        dataset_name, dataset_desc = describe_data(data_args, reports)
+        card = render_model_card(unwrapped.config, {
+            "repo": args.hub_model_id or args.output_dir,
+            "title": (args.hub_model_id or out_dir.resolve().name).split("/")[-1],
+            "dataset_name": dataset_name,
+            "dataset_desc": dataset_desc,
+            "tokenizer_desc": tok_args.tokenizer_name or f"byte-level BPE, {len(tokenizer)} tokens, trained on the training split",
+            "steps": step, "tokens": tokens, "batch_tokens": tokens_per_step,
+            "learning_rate": args.learning_rate, "lr_scheduler_type": args.lr_scheduler_type, "warmup_steps": args.warmup_steps,
+            "mixed_precision": "fp32" if args.mixed_precision == "no" else args.mixed_precision, "hardware": describe_hardware(accelerator),
+            "minutes": minutes, "eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50)),
+            "command": command or " ".join(sys.argv), "prompt": args.sample_prompt, "seed": args.seed,
+            "samples": samples, "params": n_params,
+        })
+        (out_dir / "README.md").write_text(card)
+        say(f"\nsaved model, tokenizer, model card and loss curve to {out_dir}; validation loss {eval_loss:.4f} "
+            f"after {step} steps, {tokens:,} tokens, {minutes:.1f} min")
+        if args.push_to_hub:
+            push_final(unwrapped, tokenizer, card, args)
+        result["samples"] = samples
+    return result
+
+
+def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, train_dl, eval_dl, sampler, args,
+                total_steps, tokens_per_step, log, fpt, peak, streaming, t_start):
+    """Optimizer steps until the schedule ends, time runs out or Ctrl-C; returns (last eval loss, stopped by user).
+
+    `progress` (step, epoch, batch_in_epoch, tokens) is updated in place, so a caller that catches an
+    interrupt knows how far it got.
+    """
+    main = accelerator.is_main_process
+    step, epoch, skip, tokens = progress["step"], progress["epoch"], progress["batch_in_epoch"], progress["tokens"]
     bar = tqdm(total=total_steps, initial=step, disable=not main, dynamic_ncols=True, desc="train")
-    t_start = t_log = time.time()
-    loss_sum, micro = torch.zeros((), device=accelerator.device), 0
-    eval_loss = None
+    t_log = time.time()
+    loss_sum, micro, window = torch.zeros((), device=accelerator.device), 0, 0
+    eval_loss, stopped = None, False
     model.train()
     done = step >= total_steps
     while not done:
@@ -244,17 +365,20 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
                 continue
             scheduler.step()
             step += 1
+            window += 1
             tokens += tokens_per_step
+            progress.update(step=step, epoch=epoch, batch_in_epoch=batch_in_epoch, tokens=tokens)
             bar.update(1)
+            stopped = stop.agreed(accelerator)
             record = {"step": step}
             if step % args.logging_steps == 0 or step == total_steps:
                 now = time.time()
                 record.update(loss=accelerator.reduce(loss_sum / micro, reduction="mean").item(),
                               lr=scheduler.get_last_lr()[0], tokens=tokens,
-                              tokens_per_s=tokens_per_step * args.logging_steps / max(now - t_log, 1e-9))
+                              tokens_per_s=tokens_per_step * window / max(now - t_log, 1e-9))
                 if peak:
                     record["mfu"] = record["tokens_per_s"] * fpt / (peak * accelerator.num_processes)
-                t_log, loss_sum, micro = now, loss_sum * 0, 0
+                t_log, loss_sum, micro, window = now, loss_sum * 0, 0, 0
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
                                 tok_s=f"{record['tokens_per_s']:.0f}", **({"mfu": f"{record['mfu']:.1%}"} if peak else {}))
             out_of_time = args.max_train_minutes is not None and (time.time() - t_start) / 60 >= args.max_train_minutes
@@ -266,12 +390,11 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
             if len(record) > 1:
                 log.write({**record, "elapsed_s": round(time.time() - t_start, 2)})
                 accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
-            if step % args.save_steps == 0 or last:
-                ckpt = save_checkpoint(accelerator, args.output_dir, {"step": step, "epoch": epoch,
-                                       "batch_in_epoch": batch_in_epoch, "tokens": tokens}, args.save_total_limit)
+            if step % args.save_steps == 0 or last or stopped:
+                ckpt = save_checkpoint(accelerator, args.output_dir, dict(progress), args.save_total_limit, model=model)
                 if args.push_to_hub and args.hub_strategy == "checkpoint" and main:
                     push_checkpoint(ckpt, args)
-            if last:
+            if last or stopped:
                 done = True
                 if out_of_time and step < total_steps:
                     bar.write(f"stopping at step {step}: max_train_minutes={args.max_train_minutes} reached")
@@ -281,46 +404,34 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
             if streaming and batch_in_epoch == 0:
                 raise ValueError("The training stream yielded no batch.")
     bar.close()
-    minutes = (time.time() - t_start) / 60
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-
-    result = {"step": step, "tokens": tokens, "eval_loss": eval_loss, "minutes": minutes, "params": n_params}
-    if main:
-        unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
-        unwrapped.config.use_cache = True
-        save_final(unwrapped, tokenizer, args.output_dir)
-        samples = generate_samples(unwrapped, tokenizer, args.sample_prompt, args.num_samples, args.max_new_tokens, args.seed)
-        for i, s in enumerate(samples):
-            print(f"\n--- sample {i + 1} ---\n{s}")
-        plot_loss_curve(log.read(), str(out_dir / "loss_curve.png"))
-        card = render_model_card(unwrapped.config, {
-            "repo": args.hub_model_id or out_dir.name,
-            "dataset_name": None if data_args.local_path else data_args.dataset_name,
-            "dataset_desc": describe_data(data_args, reports),
-            "tokenizer_desc": tok_args.tokenizer_name or f"byte-level BPE, {len(tokenizer)} tokens, trained on the training split",
-            "steps": step, "tokens": tokens, "batch_tokens": tokens_per_step,
-            "learning_rate": args.learning_rate, "lr_scheduler_type": args.lr_scheduler_type, "warmup_steps": args.warmup_steps,
-            "mixed_precision": "fp32" if args.mixed_precision == "no" else args.mixed_precision, "hardware": describe_hardware(accelerator),
-            "minutes": minutes, "eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50)),
-            "command": command or " ".join(sys.argv), "prompt": args.sample_prompt, "seed": args.seed,
-            "samples": samples, "params": n_params,
-        })
-        (out_dir / "README.md").write_text(card)
-        say(f"\nsaved model, tokenizer, model card and loss curve to {out_dir}; validation loss {eval_loss:.4f} "
-            f"after {step} steps, {tokens:,} tokens, {minutes:.1f} min")
-        if args.push_to_hub:
-            push_final(unwrapped, tokenizer, card, args)
-        result["samples"] = samples
-    return result
+    return eval_loss, stopped
 
 
-def describe_data(data_args, reports) -> str:
-    source = data_args.local_path or data_args.dataset_name
+def local_copy_of(local_path: str, dataset_name: str) -> bool:
+    """Whether a local folder is a copy of the Hub dataset `dataset_name`: its name or README says so."""
+    short = dataset_name.split("/")[-1].lower()
+    p = Path(local_path).expanduser().resolve()
+    folder = p if p.is_dir() else p.parent
+    if short in folder.name.lower() or short in p.name.lower():
+        return True
+    readme = folder / "README.md"
+    return readme.is_file() and short in readme.read_text(errors="replace")[:4000].lower()
+
+
+def describe_data(data_args, reports) -> tuple[str | None, str]:
+    """(Hub dataset id for the card's metadata or None, a description without local paths)."""
+    name = data_args.dataset_name
+    local = data_args.local_path
+    if local and not local_copy_of(local, name):
+        name, source = None, f"a local corpus ({Path(local).expanduser().resolve().name})"
+    elif local:
+        source = f"{name.split('/')[-1]} ([{name}](https://huggingface.co/datasets/{name})), a local copy"
+    else:
+        source = f"{name.split('/')[-1]} ([{name}](https://huggingface.co/datasets/{name}))"
     if reports:
-        return (f"{source} ({reports['train'].tokens:,} training tokens in {reports['train'].documents:,} documents; "
-                f"validation {reports['validation'].tokens:,} tokens)")
-    return f"{source} (streamed)"
+        return name, (f"{source}: {reports['train'].tokens:,} training tokens in {reports['train'].documents:,} documents, "
+                      f"validation {reports['validation'].tokens:,} tokens")
+    return name, f"{source} (streamed)"
 
 
 def describe_hardware(accelerator) -> str:

@@ -24,11 +24,20 @@ def device_peak_flops(device) -> float | None:
 class MetricsLog:
     """Appends one JSON object per event to output_dir/metrics.jsonl."""
 
-    def __init__(self, output_dir: str, enabled: bool = True, resume: bool = False):
+    def __init__(self, output_dir: str, enabled: bool = True, resume_step: int | None = None):
+        """A fresh log, or (resume_step given) the old one cut back to the steps up to the checkpoint's,
+        so a resumed run never logs a step twice."""
         self.path = Path(output_dir) / "metrics.jsonl"
         self.enabled = enabled
-        if enabled and not resume and self.path.exists():
+        if not enabled or not self.path.exists():
+            return
+        if resume_step is None:
             self.path.unlink()
+            return
+        kept = [r for r in self.read() if r.get("step", 0) <= resume_step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.replace(self.path)
 
     def write(self, record: dict):
         if self.enabled:
@@ -36,7 +45,16 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
     def read(self) -> list[dict]:
-        return [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.exists() else []
+        """The records; a line cut short by a crash is skipped."""
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
 
 
 def plot_loss_curve(records: list[dict], path: str) -> None:
