@@ -2,7 +2,7 @@
 
     python scripts/train.py configs/tiny_cpu.json                 # arguments from a JSON/YAML file
     python scripts/train.py --preset nano --dataset_path DIR --max_steps 100 --output_dir runs/nano
-    accelerate launch scripts/train.py --preset small --mixed_precision bf16 ...   # GPUs, MPS
+    .venv/bin/accelerate launch scripts/train.py --preset small --mixed_precision bf16 ...   # GPUs, MPS
 
 Arguments mirror transformers' TrainingArguments and run_clm.py; `--help` lists them all.
 """

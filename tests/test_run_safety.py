@@ -219,3 +219,22 @@ def test_ctrl_c_saves_a_checkpoint_and_prints_one_line_with_the_resume_command(w
     assert [p.name for p in list_checkpoints(out)] == [f"checkpoint-{step}"]
     result = run(cli_args(workdir, out, max_steps=step + 2, save_steps=100000, resume_from_checkpoint="latest"))
     assert result["step"] == step + 2
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("model_name_or_path", "/no/such/model", "'/no/such/model' does not exist"),
+    ("config_name", "./missing-config", "'./missing-config' does not exist"),
+    ("model_name_or_path", "tests", "'tests' is a folder without config.json"),
+])
+def test_a_model_source_that_cannot_load_is_refused_before_any_work(workdir, tmp_path, flag, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run(cli_args(workdir, tmp_path / "run", **{flag: value}))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_stopped_before_its_first_step_does_not_block_the_folder(workdir, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="not divisible"):  # the tokenizer folder is written before the model is built
+        run(cli_args(workdir, out, tokenizer_name=None, vocab_size=300, config_overrides="hidden_size=30"))
+    assert [p.name for p in out.iterdir()] == ["tokenizer"]
+    assert run(cli_args(workdir, out, max_steps=1, save_steps=1))["step"] == 1

@@ -40,6 +40,7 @@ class TrainArguments:
     )
     seed: int = 42
     learning_rate: float = 1e-3
+    optim: str = field(default="adamw", metadata={"help": "'adamw', or 'muon' (Muon on the blocks' matrices, AdamW on the rest)."})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "Cosine decays to learning_rate * this."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "'cosine', 'linear' or 'constant' (after warmup)."})
     warmup_steps: int = 100
@@ -78,7 +79,7 @@ class TrainArguments:
     hub_private_repo: bool = False
 
     def __post_init__(self):
-        choices = {"lr_scheduler_type": ("cosine", "linear", "constant"), "mixed_precision": ("no", "bf16", "fp16"),
+        choices = {"optim": ("adamw", "muon"), "lr_scheduler_type": ("cosine", "linear", "constant"), "mixed_precision": ("no", "bf16", "fp16"),
                    "hub_strategy": ("end", "checkpoint"), "report_to": ("tensorboard", "all", "none")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -108,6 +109,30 @@ class TrainArguments:
             raise ValueError(f"save_total_limit={self.save_total_limit} must be >= 1 (leave it unset to keep every checkpoint).")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("push_to_hub needs --hub_model_id NAME (e.g. your-user/tiny-stories).")
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or name.count("/") != 1
+
+
+def check_model_sources(model_args: ModelArguments) -> None:
+    """Refuse a --model_name_or_path / --config_name that cannot load, before any data work."""
+    from pathlib import Path
+
+    from ..data import hub_is_reachable
+
+    for flag, value, needs in (("model_name_or_path", model_args.model_name_or_path, "config.json and model.safetensors"),
+                               ("config_name", model_args.config_name, "config.json")):
+        if not value:
+            continue
+        path = Path(value).expanduser()
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise ValueError(f"--{flag} {value!r} is a folder without config.json; give a folder written by "
+                             f"save_pretrained (with {needs}).")
+        if not path.exists() and (_looks_local(value) or not hub_is_reachable()):
+            where = "does not exist" if _looks_local(value) else "is not a local folder and the Hub cannot be reached"
+            raise ValueError(f"--{flag} {value!r} {where}; give a folder written by save_pretrained (with {needs})"
+                             f"{'' if _looks_local(value) else ', or go online'}.")
 
 
 def parse_overrides(text: str | None) -> dict:

@@ -26,7 +26,7 @@ from .. import TinyDecoderForCausalLM
 from ..data import build_lm_datasets, clean_and_split, format_report, hub_is_reachable, load_raw_dataset
 from ..model_card import render_model_card
 from ..tokenizer import get_tokenizer, load_tokenizer
-from .arguments import build_config
+from .arguments import build_config, check_model_sources
 from .checkpoint import install_state_hooks, list_checkpoints, resolve_checkpoint, save_checkpoint, verify_checkpoint
 from .optim import build_optimizer
 from .report import MetricsLog, device_peak_flops, flops_per_token, plot_loss_curve
@@ -149,6 +149,7 @@ def resume_command(command: str | None) -> str:
 
 
 def run_training(model_args, data_args, tok_args, args, command: str | None = None) -> dict:
+    check_model_sources(model_args)
     accelerator = Accelerator(
         cpu=args.use_cpu,
         mixed_precision=args.mixed_precision,
@@ -341,6 +342,9 @@ def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, tra
     t_log = time.time()
     loss_sum, micro, window = torch.zeros((), device=accelerator.device), 0, 0
     eval_loss, stopped = None, False
+    # Evaluate without torch.compile: a forward-only graph and a short last batch would each cost a
+    # compile, more than compiling saves on a few evaluations. (FSDP1's wrapper must stay in place.)
+    eval_model = model if accelerator.distributed_type == "FSDP" else accelerator.unwrap_model(model, keep_torch_compile=False)
     model.train()
     done = step >= total_steps
     while not done:
@@ -384,7 +388,7 @@ def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, tra
             out_of_time = args.max_train_minutes is not None and (time.time() - t_start) / 60 >= args.max_train_minutes
             last = step >= total_steps or out_of_time
             if step % args.eval_steps == 0 or last:
-                eval_loss = evaluate(model, eval_dl, accelerator, args.max_eval_batches)
+                eval_loss = evaluate(eval_model, eval_dl, accelerator, args.max_eval_batches)
                 record.update(eval_loss=eval_loss, eval_ppl=math.exp(min(eval_loss, 50)))
                 bar.write(f"step {step}: validation loss {eval_loss:.4f}, perplexity {record['eval_ppl']:.2f}")
             if len(record) > 1:

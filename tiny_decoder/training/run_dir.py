@@ -17,6 +17,9 @@ RUN_FILES = {
     "configuration_tiny_decoder.py", "modeling_tiny_decoder.py", "positions.py", "norms.py", "tiny-decoder", ".final.tmp",
 }
 _RUN_PATTERN = re.compile(r"^checkpoint-\d+(\.tmp)?$")
+# Left by a run that stopped before its first checkpoint (a bad argument, Ctrl-C during data
+# preparation): no training progress, so a new run simply replaces them.
+NO_PROGRESS = {"tokenizer", "tiny-decoder", ".final.tmp"}
 
 
 class OutputDirError(ValueError):
@@ -43,6 +46,8 @@ def check_output_dir(output_dir: str, overwrite: bool, resuming: bool) -> list[P
             f"output_dir {output_dir!r} is not empty and holds files a training run does not write ({', '.join(foreign[:6])}); "
             f"choose a new or empty --output_dir."
         )
+    if all(n in NO_PROGRESS or n.endswith(".tmp") for n in names):
+        return entries
     if not overwrite:
         raise OutputDirError(
             f"output_dir {output_dir!r} already holds a training run ({shown}). Pass --overwrite_output_dir true to "
