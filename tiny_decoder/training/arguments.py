@@ -40,7 +40,6 @@ class TrainArguments:
     )
     seed: int = 42
     learning_rate: float = 1e-3
-    optim: str = field(default="adamw", metadata={"help": "'adamw', or 'muon' (Muon on the blocks' matrices, AdamW on the rest)."})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "Cosine decays to learning_rate * this."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "'cosine', 'linear' or 'constant' (after warmup)."})
     warmup_steps: int = 100
@@ -79,7 +78,7 @@ class TrainArguments:
     hub_private_repo: bool = False
 
     def __post_init__(self):
-        choices = {"optim": ("adamw", "muon"), "lr_scheduler_type": ("cosine", "linear", "constant"), "mixed_precision": ("no", "bf16", "fp16"),
+        choices = {"lr_scheduler_type": ("cosine", "linear", "constant"), "mixed_precision": ("no", "bf16", "fp16"),
                    "hub_strategy": ("end", "checkpoint"), "report_to": ("tensorboard", "all", "none")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -195,7 +195,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
             train_docs = clean_and_split(raw, data_args)[0]["train"] if not tok_args.tokenizer_name else None
             tokenizer = get_tokenizer(tok_args, train_docs, data_args.text_column, data_args.block_size)
             if main:
-                tokenizer.save_pretrained(tok_dir)
+                save_atomically(str(tok_dir), tokenizer.save_pretrained)
         blocks, reports = build_lm_datasets(data_args, tokenizer, raw)
     if reports:
         say(format_report(reports))
@@ -320,7 +320,8 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
             "command": command or " ".join(sys.argv), "prompt": args.sample_prompt, "seed": args.seed,
             "samples": samples, "params": n_params,
         })
-        (out_dir / "README.md").write_text(card)
+        (out_dir / "README.md.tmp").write_text(card)
+        (out_dir / "README.md.tmp").replace(out_dir / "README.md")
         say(f"\nsaved model, tokenizer, model card and loss curve to {out_dir}; validation loss {eval_loss:.4f} "
             f"after {step} steps, {tokens:,} tokens, {minutes:.1f} min")
         if args.push_to_hub:
