@@ -238,3 +238,46 @@ def test_a_run_that_stopped_before_its_first_step_does_not_block_the_folder(work
         run(cli_args(workdir, out, tokenizer_name=None, vocab_size=300, config_overrides="hidden_size=30"))
     assert [p.name for p in out.iterdir()] == ["tokenizer"]
     assert run(cli_args(workdir, out, max_steps=1, save_steps=1))["step"] == 1
+
+
+def test_plan_total_steps_fits_the_budget():
+    from tiny_decoder.training.budget import plan_total_steps
+
+    # 100 s used, 1 s per step, 600 s budget, evaluations of 5 s every 100 steps
+    planned = plan_total_steps(60, 2000, 100.0, 1.0, 600.0, 100, 5.0, margin=0.0)
+    assert planned == 60 + (600 - 100 - (1940 // 100 + 1) * 5)
+    assert plan_total_steps(60, 300, 100.0, 1.0, 600.0, 100, 5.0) == 300  # fits: unchanged
+    assert plan_total_steps(60, 300, 700.0, 1.0, 600.0, 100, 5.0) == 61  # out of time already: one more step
+
+
+def test_a_time_budget_shortens_the_schedule_so_it_still_ends(workdir, tmp_path, monkeypatch):
+    """A slow machine gets a finished (annealed) schedule with fewer steps, and a resume keeps the plan."""
+    import time as real_time
+
+    from tiny_decoder import TinyDecoderForCausalLM
+
+    forward = TinyDecoderForCausalLM.forward
+
+    def slow_forward(self, *a, **k):
+        real_time.sleep(0.03)
+        return forward(self, *a, **k)
+
+    monkeypatch.setattr(TinyDecoderForCausalLM, "forward", slow_forward)
+    import functools
+
+    import tiny_decoder.training.loop as loop
+
+    # a wide margin, so a noisy machine's clock guard does not stop the run a step before its plan
+    monkeypatch.setattr(loop, "plan_total_steps", functools.partial(loop.plan_total_steps, margin=0.3))
+    out = tmp_path / "run"
+    common = dict(max_steps=100000, max_train_minutes=0.15, eval_steps=100000, save_steps=10, logging_steps=1,
+                  save_total_limit=100, min_lr_ratio=0.1, warmup_steps=5)
+    result = run(cli_args(workdir, out, **common))
+    state = json.loads((out / f"checkpoint-{result['step']}" / "trainer_state.json").read_text())
+    assert state["planned_from"] == 100000 and 60 < state["planned_total_steps"] == result["step"] < 300
+    last = [m for m in metrics(out) if "lr" in m][-1]
+    assert last["step"] == result["step"] and last["lr"] == pytest.approx(3e-3 * 0.1)  # the schedule ended
+    first_ckpt = out / "checkpoint-60"  # planned at step 60, saved after it
+    assert json.loads((first_ckpt / "trainer_state.json").read_text())["planned_total_steps"] == result["step"]
+    again = run(cli_args(workdir, out, resume_from_checkpoint=str(first_ckpt), **common))
+    assert again["step"] == result["step"]

@@ -27,5 +27,6 @@ def run_command(main) -> None:
     except (ValueError, OSError, RuntimeError) as err:
         sys.exit(f"error: {err}")
     except KeyboardInterrupt as err:
-        print(f"\n{err or 'interrupted; nothing was saved'}", file=sys.stderr)
+        print(f"\n{err or 'interrupted; complete checkpoints already in output_dir are kept (resume with --resume_from_checkpoint latest)'}",
+              file=sys.stderr)
         sys.exit(130)

@@ -53,7 +53,11 @@ class TrainArguments:
     gradient_accumulation_steps: int = 1
     max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; -1: num_train_epochs decides."})
     num_train_epochs: float = 1.0
-    max_train_minutes: float | None = field(default=None, metadata={"help": "Stop (evaluate, save) after this long."})
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={"help": "Time budget. After ~60 steps the run measures its speed and ends the learning-rate schedule at "
+                          "the step that fits (saved in checkpoints); it also stops (evaluates, saves) when time runs out."},
+    )
     logging_steps: int = 10
     eval_steps: int = 200
     max_eval_batches: int | None = field(default=None, metadata={"help": "Evaluate on at most this many batches."})

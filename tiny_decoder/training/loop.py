@@ -27,8 +27,9 @@ from ..data import build_lm_datasets, clean_and_split, format_report, hub_is_rea
 from ..model_card import render_model_card
 from ..tokenizer import get_tokenizer, load_tokenizer
 from .arguments import build_config, check_model_sources
+from .budget import CALIBRATION, plan_total_steps
 from .checkpoint import install_state_hooks, list_checkpoints, resolve_checkpoint, save_checkpoint, verify_checkpoint
-from .optim import build_optimizer
+from .optim import build_optimizer, lr_lambda
 from .report import MetricsLog, device_peak_flops, flops_per_token, plot_loss_curve
 from .run_dir import check_output_dir, clear_run, save_atomically
 
@@ -245,6 +246,8 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
             )
         steps_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
         total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    if state.get("planned_total_steps") and state.get("planned_from") == total_steps and args.max_train_minutes:
+        total_steps = state["planned_total_steps"]  # the time budget's plan, made earlier in this run
 
     if args.torch_compile:
         model = torch.compile(model)
@@ -273,11 +276,16 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
     say(f"training {total_steps} steps ({steps_per_epoch or '?'} per epoch), {tokens_per_step:,} tokens per step, "
         f"{accelerator.num_processes} process(es) on {accelerator.device}, precision {args.mixed_precision}")
 
-    progress = {"step": state["step"], "epoch": state["epoch"], "batch_in_epoch": state["batch_in_epoch"], "tokens": state["tokens"]}
+    progress = {k: state[k] for k in ("step", "epoch", "batch_in_epoch", "tokens")}
+    for k in ("planned_total_steps", "planned_from"):
+        if k in state:
+            progress[k] = state[k]
     t_start = time.time()
     ctx = dict(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, train_dl=train_dl,
                eval_dl=eval_dl, sampler=sampler, args=args, total_steps=total_steps, tokens_per_step=tokens_per_step,
-               log=log, fpt=fpt, peak=peak, streaming=streaming, t_start=t_start)
+               log=log, fpt=fpt, peak=peak, streaming=streaming, t_start=t_start,
+               eval_tokens=(min(len(blocks["validation"]), (args.max_eval_batches or 10**9) * args.per_device_eval_batch_size)
+                            * data_args.block_size if not streaming else 0))
     with StopRequest() as stop:
         try:
             eval_loss, stopped = train_steps(progress, stop, **ctx)
@@ -331,7 +339,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
 
 
 def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, train_dl, eval_dl, sampler, args,
-                total_steps, tokens_per_step, log, fpt, peak, streaming, t_start):
+                total_steps, tokens_per_step, log, fpt, peak, streaming, t_start, eval_tokens):
     """Optimizer steps until the schedule ends, time runs out or Ctrl-C; returns (last eval loss, stopped by user).
 
     `progress` (step, epoch, batch_in_epoch, tokens) is updated in place, so a caller that catches an
@@ -342,7 +350,7 @@ def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, tra
     bar = tqdm(total=total_steps, initial=step, disable=not main, dynamic_ncols=True, desc="train")
     t_log = time.time()
     loss_sum, micro, window = torch.zeros((), device=accelerator.device), 0, 0
-    eval_loss, stopped = None, False
+    eval_loss, stopped, calib = None, False, None
     # Evaluate without torch.compile: a forward-only graph and a short last batch would each cost a
     # compile, more than compiling saves on a few evaluations. (FSDP1's wrapper must stay in place.)
     eval_model = model if accelerator.distributed_type == "FSDP" else accelerator.unwrap_model(model, keep_torch_compile=False)
@@ -375,6 +383,12 @@ def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, tra
             progress.update(step=step, epoch=epoch, batch_in_epoch=batch_in_epoch, tokens=tokens)
             bar.update(1)
             stopped = stop.agreed(accelerator)
+            if args.max_train_minutes and "planned_total_steps" not in progress and total_steps > step:
+                if calib is None and step >= CALIBRATION[0]:
+                    calib = (step, time.time())
+                elif calib is not None and step - calib[0] >= CALIBRATION[1] - CALIBRATION[0]:
+                    total_steps = plan_schedule(progress, step, total_steps, calib, t_start, args, scheduler, bar,
+                                                tokens_per_step, eval_tokens, accelerator)
             record = {"step": step}
             if step % args.logging_steps == 0 or step == total_steps:
                 now = time.time()
@@ -410,6 +424,25 @@ def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, tra
                 raise ValueError("The training stream yielded no batch.")
     bar.close()
     return eval_loss, stopped
+
+
+def plan_schedule(progress, step, total_steps, calib, t_start, args, scheduler, bar, tokens_per_step, eval_tokens,
+                  accelerator) -> int:
+    """Shorten the schedule to what fits in --max_train_minutes at the speed measured so far (see budget.py)."""
+    now = time.time()
+    per_step = (now - calib[1]) / (step - calib[0])
+    eval_s = eval_tokens / (3 * tokens_per_step / per_step)  # a forward costs about a third of a training step
+    planned = plan_total_steps(step, total_steps, now - t_start, per_step, args.max_train_minutes * 60, args.eval_steps, eval_s)
+    if accelerator.num_processes > 1:  # every process must take the same number of steps
+        planned = int(accelerator.reduce(torch.tensor([planned], device=accelerator.device), reduction="min").item())
+    progress.update(planned_total_steps=planned, planned_from=total_steps)
+    if planned < total_steps:
+        scheduler.lr_lambdas = [lr_lambda(args.lr_scheduler_type, args.warmup_steps, planned, args.min_lr_ratio)
+                                for _ in scheduler.lr_lambdas]
+        bar.total = planned
+        bar.write(f"max_train_minutes={args.max_train_minutes}: at {per_step:.2f} s per step, {planned} of {total_steps} "
+                  f"steps fit; the learning-rate schedule now ends at step {planned}")
+    return planned
 
 
 def local_copy_of(local_path: str, dataset_name: str) -> bool:
