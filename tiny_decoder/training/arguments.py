@@ -55,7 +55,7 @@ class TrainArguments:
     num_train_epochs: float = 1.0
     max_train_minutes: float | None = field(
         default=None,
-        metadata={"help": "Time budget. After ~60 steps the run measures its speed and ends the learning-rate schedule at "
+        metadata={"help": "Time budget. After 200 steps the run measures its speed and ends the learning-rate schedule at "
                           "the step that fits (saved in checkpoints); it also stops (evaluates, saves) when time runs out."},
     )
     logging_steps: int = 10

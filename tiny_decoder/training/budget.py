@@ -2,15 +2,17 @@
 
 A run that is cut off by the clock stops with its learning rate still high, and a model that was
 never annealed is much worse than one trained for fewer steps on a schedule that ended. So once
-the speed of this machine is known (steps `CALIBRATION` after the first ones, which include
-torch.compile), the run plans how many steps fit, and the schedule ends at that step. The plan
+the speed of this machine is known (timed over steps 20..200: after torch.compile's first steps,
+and long enough that a slow start does not set the plan), the run plans how many steps fit, and
+the schedule ends at that step. With warmup 100 the cosine has barely begun by step 200, so the
+change of its length moves the learning rate by well under 1 %. The plan
 is saved in every checkpoint, so a resumed run keeps it; the clock guard stays in place for a
 machine that slows down later.
 """
 
 import math
 
-CALIBRATION = (10, 60)  # time steps 10..60: after compile warm-up, before most schedules leave warmup
+CALIBRATION = (20, 200)  # the steps timed
 
 
 def plan_total_steps(step: int, total_steps: int, elapsed_s: float, seconds_per_step: float, budget_s: float,
