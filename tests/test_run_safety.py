@@ -162,6 +162,7 @@ def test_model_card_snippet_runs_where_it_stands_without_the_package(workdir, tm
     code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
     assert f'AutoTokenizer.from_pretrained("{os.path.relpath(out, ROOT)}", trust_remote_code=True)' in code
     assert "../shared" not in card and str(workdir) not in card.split("```")[0]
+    assert "relative to where training ran" in card and 'name: "run"' in card
     blocked = "import sys; sys.modules['tiny_decoder'] = None\n"
     proc = subprocess.run([sys.executable, "-c", blocked + code], cwd=ROOT, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -73,7 +73,7 @@ else. It repeats itself and loses the plot in long generations. Not for any real
 
 
 def render_model_card(config, info: dict) -> str:
-    """info keys: repo (Hub id or the folder's path), title, dataset_name, dataset_desc, tokenizer_desc, steps, tokens, batch_tokens,
+    """info keys: repo (Hub id or the folder's path), local (repo is a path), title, dataset_name, dataset_desc, tokenizer_desc, steps, tokens, batch_tokens,
     learning_rate, lr_scheduler_type, warmup_steps, mixed_precision, hardware, minutes, eval_loss,
     eval_ppl, command, prompt, seed, samples (list of str), params."""
     arch_keys = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
@@ -88,7 +88,7 @@ def render_model_card(config, info: dict) -> str:
         "tags": ["tiny-decoder", "causal-lm", "tinystories", "from-scratch"],
         "datasets": [info["dataset_name"]] if info.get("dataset_name") else [],
         "model-index": [{
-            "name": info["repo"],
+            "name": info.get("title") or info["repo"],
             "results": [{
                 "task": {"type": "text-generation", "name": "Language modeling"},
                 "dataset": {"type": info.get("dataset_name") or "local", "name": info["dataset_desc"], "split": "validation"},
@@ -100,8 +100,8 @@ def render_model_card(config, info: dict) -> str:
         }],
     }
     samples = "\n\n".join(f"> {s.strip()}".replace("\n", "\n> ") for s in info["samples"]) or "(none)"
-    fields = {k: v for k, v in info.items() if k not in ("samples", "title")}
-    local = "/" not in info["repo"] or info["repo"].startswith((".", "/", "~")) or info["repo"].count("/") > 1
+    fields = {k: v for k, v in info.items() if k not in ("samples", "title", "local")}
+    local = info.get("local", False)
     where = (f"`{info['repo']}` is this folder's path as training wrote it (relative to where training ran); after "
              f"`push_to_hub`, use the repository id instead.\n\n") if local else ""
     return TEMPLATE.format(

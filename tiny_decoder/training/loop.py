@@ -317,6 +317,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         dataset_name, dataset_desc = describe_data(data_args, reports)
         card = render_model_card(unwrapped.config, {
             "repo": args.hub_model_id or args.output_dir,
+            "local": not args.hub_model_id,
             "title": (args.hub_model_id or out_dir.resolve().name).split("/")[-1],
             "dataset_name": dataset_name,
             "dataset_desc": dataset_desc,
@@ -463,9 +464,9 @@ def describe_data(data_args, reports) -> tuple[str | None, str]:
     if local and not local_copy_of(local, name):
         name, source = None, f"a local corpus ({Path(local).expanduser().resolve().name})"
     elif local:
-        source = f"{name.split('/')[-1]} ([{name}](https://huggingface.co/datasets/{name})), a local copy"
+        source = f"{name.split('/')[-1]} ({name}), a local copy"
     else:
-        source = f"{name.split('/')[-1]} ([{name}](https://huggingface.co/datasets/{name}))"
+        source = f"{name.split('/')[-1]} ({name})"
     if reports:
         return name, (f"{source}: {reports['train'].tokens:,} training tokens in {reports['train'].documents:,} documents, "
                       f"validation {reports['validation'].tokens:,} tokens")
