@@ -191,7 +191,7 @@ def test_model_card_snippet_runs_where_it_stands_without_the_package(workdir, tm
 
 def test_card_names_tinystories_for_a_local_copy(workdir, tmp_path):
     from tiny_decoder.data import DataArguments
-    from tiny_decoder.training.loop import describe_data
+    from tiny_decoder.training.report import describe_data
 
     copy = tmp_path / "tinystories"
     copy.mkdir()

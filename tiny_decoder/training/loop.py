@@ -30,7 +30,7 @@ from .arguments import build_config, check_model_sources
 from .budget import CALIBRATION, plan_total_steps
 from .checkpoint import install_state_hooks, list_checkpoints, resolve_checkpoint, save_checkpoint, verify_checkpoint
 from .optim import build_optimizer, lr_lambda
-from .report import MetricsLog, device_peak_flops, flops_per_token, plot_loss_curve
+from .report import MetricsLog, describe_data, describe_hardware, device_peak_flops, flops_per_token, plot_loss_curve
 from .run_dir import check_output_dir, clear_run, save_atomically
 
 
@@ -444,42 +444,6 @@ def plan_schedule(progress, step, total_steps, calib, t_start, args, scheduler, 
         bar.write(f"max_train_minutes={args.max_train_minutes}: at {per_step:.2f} s per step, {planned} of {total_steps} "
                   f"steps fit; the learning-rate schedule now ends at step {planned}")
     return planned
-
-
-def local_copy_of(local_path: str, dataset_name: str) -> bool:
-    """Whether a local folder is a copy of the Hub dataset `dataset_name`: its name or README says so."""
-    short = dataset_name.split("/")[-1].lower()
-    p = Path(local_path).expanduser().resolve()
-    folder = p if p.is_dir() else p.parent
-    if short in folder.name.lower() or short in p.name.lower():
-        return True
-    readme = folder / "README.md"
-    return readme.is_file() and short in readme.read_text(errors="replace")[:4000].lower()
-
-
-def describe_data(data_args, reports) -> tuple[str | None, str]:
-    """(Hub dataset id for the card's metadata or None, a description without local paths)."""
-    name = data_args.dataset_name
-    local = data_args.local_path
-    if local and not local_copy_of(local, name):
-        name, source = None, f"a local corpus ({Path(local).expanduser().resolve().name})"
-    elif local:
-        source = f"{name.split('/')[-1]} ({name}), a local copy"
-    else:
-        source = f"{name.split('/')[-1]} ({name})"
-    if reports:
-        return name, (f"{source}: {reports['train'].tokens:,} training tokens in {reports['train'].documents:,} documents, "
-                      f"validation {reports['validation'].tokens:,} tokens")
-    return name, f"{source} (streamed)"
-
-
-def describe_hardware(accelerator) -> str:
-    dev = accelerator.device
-    if dev.type == "cuda":
-        name = torch.cuda.get_device_name(dev)
-    else:
-        name = f"{dev.type}, {torch.get_num_threads()} threads"
-    return f"{accelerator.num_processes} x {name}"
 
 
 def push_final(model, tokenizer, card: str, args):

@@ -1,7 +1,10 @@
-"""What a run leaves for people: metrics.jsonl, a loss-curve PNG, throughput and MFU."""
+"""What a run leaves for people: metrics.jsonl, a loss-curve PNG, throughput and MFU, and the
+descriptions of data and hardware its model card shows."""
 
 import json
 from pathlib import Path
+
+import torch
 
 # Dense bf16 peak FLOP/s (no sparsity) of cards whose name torch reports.
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12, "4090": 165e12}
@@ -13,8 +16,6 @@ def flops_per_token(num_params: int, config, seq_len: int) -> float:
 
 
 def device_peak_flops(device) -> float | None:
-    import torch
-
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
@@ -77,3 +78,39 @@ def plot_loss_curve(records: list[dict], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def local_copy_of(local_path: str, dataset_name: str) -> bool:
+    """Whether a local folder is a copy of the Hub dataset `dataset_name`: its name or README says so."""
+    short = dataset_name.split("/")[-1].lower()
+    p = Path(local_path).expanduser().resolve()
+    folder = p if p.is_dir() else p.parent
+    if short in folder.name.lower() or short in p.name.lower():
+        return True
+    readme = folder / "README.md"
+    return readme.is_file() and short in readme.read_text(errors="replace")[:4000].lower()
+
+
+def describe_data(data_args, reports) -> tuple[str | None, str]:
+    """(Hub dataset id for the card's metadata or None, a description without local paths)."""
+    name = data_args.dataset_name
+    local = data_args.local_path
+    if local and not local_copy_of(local, name):
+        name, source = None, f"a local corpus ({Path(local).expanduser().resolve().name})"
+    elif local:
+        source = f"{name.split('/')[-1]} ({name}), a local copy"
+    else:
+        source = f"{name.split('/')[-1]} ({name})"
+    if reports:
+        return name, (f"{source}: {reports['train'].tokens:,} training tokens in {reports['train'].documents:,} documents, "
+                      f"validation {reports['validation'].tokens:,} tokens")
+    return name, f"{source} (streamed)"
+
+
+def describe_hardware(accelerator) -> str:
+    dev = accelerator.device
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+    else:
+        name = f"{dev.type}, {torch.get_num_threads()} threads"
+    return f"{accelerator.num_processes} x {name}"
