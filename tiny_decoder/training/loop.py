@@ -65,7 +65,8 @@ class StopRequest:
         return False
 
     def agreed(self, accelerator) -> bool:
-        """Every process stops at the same step, or none does (a signal reaches them at different times)."""
+        """Every process stops at the same step, or none does (a signal reaches them at different times).
+        With several processes this is a collective: every process must call it at the same step."""
         if accelerator.num_processes == 1:
             return self.requested
         flag = torch.tensor([float(self.requested)], device=accelerator.device)
@@ -293,8 +294,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
             if isinstance(err, TrainingInterrupted):
                 raise
             saved = list_checkpoints(args.output_dir)
-            where = (f"the last checkpoint, {saved[-1]}, holds step {verify_checkpoint(saved[-1])['step']}"
-                     if saved else "no checkpoint was written yet")
+            where = f"the last checkpoint is {saved[-1]}" if saved else "no checkpoint was written yet"
             raise TrainingInterrupted(f"interrupted at step {progress['step']}; {where}. "
                                       f"Resume with: {resume_command(command)}") from None
     step, tokens = progress["step"], progress["tokens"]
@@ -383,7 +383,9 @@ def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, tra
             tokens += tokens_per_step
             progress.update(step=step, epoch=epoch, batch_in_epoch=batch_in_epoch, tokens=tokens)
             bar.update(1)
-            stopped = stop.agreed(accelerator)
+            # Several processes agree by an all-reduce, so only at logging steps (which sync anyway), not every step.
+            if accelerator.num_processes == 1 or step % args.logging_steps == 0:
+                stopped = stop.agreed(accelerator)
             if args.max_train_minutes and "planned_total_steps" not in progress and total_steps > step:
                 if calib is None and step >= CALIBRATION[0]:
                     calib = (step, time.time())
@@ -435,7 +437,8 @@ def plan_schedule(progress, step, total_steps, calib, t_start, args, scheduler, 
     eval_s = eval_tokens / (3 * tokens_per_step / per_step)  # a forward costs about a third of a training step
     planned = plan_total_steps(step, total_steps, now - t_start, per_step, args.max_train_minutes * 60, args.eval_steps, eval_s)
     if accelerator.num_processes > 1:  # every process must take the same number of steps
-        planned = int(accelerator.reduce(torch.tensor([planned], device=accelerator.device), reduction="min").item())
+        # accelerate's reduce has no "min" (it would sum): take the max of the negated plans
+        planned = -int(accelerator.reduce(torch.tensor([-planned], device=accelerator.device), reduction="max").item())
     progress.update(planned_total_steps=planned, planned_from=total_steps)
     if planned < total_steps:
         scheduler.lr_lambdas = [lr_lambda(args.lr_scheduler_type, args.warmup_steps, planned, args.min_lr_ratio)
