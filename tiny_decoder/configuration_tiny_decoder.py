@@ -24,10 +24,12 @@ class TinyDecoderConfig(PretrainedConfig):
         num_hidden_layers: int = 4,
         num_attention_heads: int = 8,
         num_key_value_heads: int | None = None,
+        head_dim: int | None = None,
         intermediate_size: int | None = None,
         max_position_embeddings: int = 256,
         position_embedding: str = "rope",
         rope_theta: float = 10000.0,
+        alibi_slopes: list[float] | None = None,
         norm: str = "rmsnorm",
         norm_position: str = "pre",
         norm_eps: float = 1e-5,
@@ -51,6 +53,10 @@ class TinyDecoderConfig(PretrainedConfig):
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
         self.num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
+        # Explicit after pruning heads (each head keeps its width); else hidden_size / heads. Old
+        # config.json files without the field load as before.
+        self._head_dim_given = head_dim is not None
+        self.head_dim = head_dim if head_dim is not None else (hidden_size // num_attention_heads if num_attention_heads else 0)
         if intermediate_size is None:
             # SwiGLU has three matrices; 8/3 * d keeps its parameter count equal to a 4 * d GELU MLP.
             intermediate_size = 4 * hidden_size if hidden_act != "swiglu" else _round_up(8 * hidden_size // 3, 32)
@@ -58,6 +64,8 @@ class TinyDecoderConfig(PretrainedConfig):
         self.max_position_embeddings = max_position_embeddings
         self.position_embedding = position_embedding
         self.rope_theta = rope_theta
+        # ALiBi's slopes follow from the head count; pruning heads keeps the survivors' own slopes here.
+        self.alibi_slopes = list(alibi_slopes) if alibi_slopes is not None else None
         self.norm = norm
         self.norm_position = norm_position
         self.norm_eps = norm_eps
@@ -79,10 +87,10 @@ class TinyDecoderConfig(PretrainedConfig):
         )
         self.check_values()
 
-    @property
-    def head_dim(self) -> int:
-        # Guarded: transformers' own validators probe this before check_values has run.
-        return self.hidden_size // self.num_attention_heads if self.num_attention_heads else 0
+    def to_dict(self):
+        out = super().to_dict()
+        out.pop("_head_dim_given", None)
+        return out
 
     def check_values(self) -> None:
         """Raise ValueError naming the field, its value and what is allowed."""
@@ -96,7 +104,7 @@ class TinyDecoderConfig(PretrainedConfig):
             if value not in allowed:
                 raise ValueError(f"TinyDecoderConfig.{name}={value!r} is not supported; choose one of {list(allowed)}.")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "num_key_value_heads", "intermediate_size", "max_position_embeddings"):
+                     "num_key_value_heads", "head_dim", "intermediate_size", "max_position_embeddings"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"TinyDecoderConfig.{name}={value!r} must be a positive integer.")
@@ -108,10 +116,11 @@ class TinyDecoderConfig(PretrainedConfig):
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"TinyDecoderConfig.{name}={value!r} must be > 0.")
-        if self.hidden_size % self.num_attention_heads:
+        if not self._head_dim_given and self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"TinyDecoderConfig.hidden_size={self.hidden_size} is not divisible by "
-                f"num_attention_heads={self.num_attention_heads}; pick sizes where hidden_size % num_attention_heads == 0."
+                f"num_attention_heads={self.num_attention_heads}; pick sizes where hidden_size % num_attention_heads == 0 "
+                f"(or set head_dim)."
             )
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
@@ -121,7 +130,12 @@ class TinyDecoderConfig(PretrainedConfig):
         if self.position_embedding == "rope" and self.head_dim % 2:
             raise ValueError(
                 f"TinyDecoderConfig.position_embedding='rope' needs an even head dimension, got "
-                f"hidden_size / num_attention_heads = {self.head_dim}."
+                f"head_dim = {self.head_dim}."
+            )
+        if self.alibi_slopes is not None and len(self.alibi_slopes) != self.num_attention_heads:
+            raise ValueError(
+                f"TinyDecoderConfig.alibi_slopes has {len(self.alibi_slopes)} slopes for {self.num_attention_heads} "
+                f"attention heads; give one per head, or None for the standard slopes."
             )
         if self.position_embedding == "sinusoidal" and self.hidden_size % 2:
             raise ValueError(f"TinyDecoderConfig.position_embedding='sinusoidal' needs an even hidden_size, got {self.hidden_size}.")

@@ -46,7 +46,7 @@ print(tokenizer.decode(out[0], skip_special_tokens=True))
 | precision | {mixed_precision} |
 | hardware | {hardware} |
 | wall-clock | {minutes:.1f} min |
-
+{method}
 ## Results
 
 | split | loss (nats/token) | perplexity |
@@ -100,7 +100,8 @@ def render_model_card(config, info: dict) -> str:
         }],
     }
     samples = "\n\n".join(f"> {s.strip()}".replace("\n", "\n> ") for s in info["samples"]) or "(none)"
-    fields = {k: v for k, v in info.items() if k not in ("samples", "title", "local")}
+    fields = {k: v for k, v in info.items() if k not in ("samples", "title", "local", "method")}
+    method = f"\n{info['method'].strip()}\n" if info.get("method") else ""
     local = info.get("local", False)
     where = (f"`{info['repo']}` is this folder's path as training wrote it (relative to where training ran); after "
              f"`push_to_hub`, use the repository id instead.\n\n") if local else ""
@@ -111,6 +112,7 @@ def render_model_card(config, info: dict) -> str:
         params_m=info["params"] / 1e6,
         architecture=architecture,
         samples=samples,
+        method=method,
         **fields,
     )
 

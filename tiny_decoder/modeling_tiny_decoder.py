@@ -300,7 +300,7 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
                 allowed = allowed & attention_mask.bool()[:, None, None, :]
             bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, neg)
         if cfg.position_embedding == "alibi":
-            bias = bias + alibi_bias(cfg.num_attention_heads, q_len, kv_len, device, dtype)
+            bias = bias + alibi_bias(cfg.num_attention_heads, q_len, kv_len, device, dtype, cfg.alibi_slopes)
             bias = bias.clamp(min=neg)
         return bias, False
 

@@ -48,8 +48,9 @@ def alibi_slopes(num_heads: int, device=None) -> torch.Tensor:
     return torch.tensor(slopes, device=device, dtype=torch.float32)
 
 
-def alibi_bias(num_heads: int, q_len: int, kv_len: int, device, dtype) -> torch.Tensor:
+def alibi_bias(num_heads: int, q_len: int, kv_len: int, device, dtype, slopes=None) -> torch.Tensor:
     """(1, H, q_len, kv_len) bias -slope * (i - j). Queries are the last q_len of kv_len slots.
+    `slopes` (one per head) replaces the standard ones, e.g. for the heads left after pruning.
 
     Slot distance equals position distance for every unmasked pair, also with left padding
     (pads sit before every real token and are masked), so no key positions need caching.
@@ -57,7 +58,8 @@ def alibi_bias(num_heads: int, q_len: int, kv_len: int, device, dtype) -> torch.
     q_pos = torch.arange(kv_len - q_len, kv_len, device=device)
     k_pos = torch.arange(kv_len, device=device)
     distance = (q_pos[:, None] - k_pos[None, :]).clamp(min=0).float()  # future keys are masked anyway
-    return (-alibi_slopes(num_heads, device)[:, None, None] * distance).to(dtype)[None]
+    slopes = alibi_slopes(num_heads, device) if slopes is None else torch.tensor(slopes, device=device, dtype=torch.float32)
+    return (-slopes[:, None, None] * distance).to(dtype)[None]
 
 
 def sinusoidal_embedding(position_ids: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:

@@ -172,7 +172,10 @@ def build_config(model_args: ModelArguments, tokenizer, block_size: int) -> Tiny
     if unknown:
         raise ValueError(f"config_overrides names unknown fields {unknown}; see TinyDecoderConfig for the fields.")
     if overrides:
-        config = TinyDecoderConfig(**{**config.to_dict(), **overrides})
+        base = config.to_dict()
+        if "head_dim" not in overrides and base.get("head_dim") == base["hidden_size"] // base["num_attention_heads"]:
+            base.pop("head_dim")  # derived, not chosen: let new hidden_size / heads derive it again
+        config = TinyDecoderConfig(**{**base, **overrides})
     if config.max_position_embeddings < block_size:
         raise ValueError(f"max_position_embeddings={config.max_position_embeddings} < block_size={block_size}.")
     return config

@@ -29,6 +29,7 @@ from ..tokenizer import get_tokenizer, load_tokenizer
 from .arguments import build_config, check_model_sources
 from .budget import CALIBRATION, plan_total_steps
 from .checkpoint import install_state_hooks, list_checkpoints, resolve_checkpoint, save_checkpoint, verify_checkpoint
+from .objective import CausalLMObjective
 from .optim import build_optimizer, lr_lambda
 from .report import MetricsLog, describe_data, describe_hardware, device_peak_flops, flops_per_token, plot_loss_curve
 from .run_dir import check_output_dir, clear_run, save_atomically
@@ -91,7 +92,8 @@ class EpochSampler(Sampler):
 
 
 def collate_blocks(items):
-    return torch.tensor([it["input_ids"] for it in items], dtype=torch.long)
+    ids = torch.tensor([it["input_ids"] for it in items], dtype=torch.long)
+    return {"input_ids": ids, "labels": ids}
 
 
 def check_hub_access(args):
@@ -117,8 +119,8 @@ def evaluate(model, dataloader, accelerator, max_batches=None) -> float:
     for i, batch in enumerate(dataloader):
         if max_batches is not None and i >= max_batches:
             break
-        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
-        losses.append(accelerator.gather_for_metrics(loss.detach().float().repeat(batch.shape[0])))
+        loss = model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
+        losses.append(accelerator.gather_for_metrics(loss.detach().float().repeat(batch["input_ids"].shape[0])))
     model.train(was_training)
     return torch.cat(losses).mean().item() if losses else float("nan")
 
@@ -150,7 +152,10 @@ def resume_command(command: str | None) -> str:
     return f"{base} --resume_from_checkpoint latest"
 
 
-def run_training(model_args, data_args, tok_args, args, command: str | None = None) -> dict:
+def run_training(model_args, data_args, tok_args, args, command: str | None = None, objective=None) -> dict:
+    """Train and save. `objective` (default: next-token cross-entropy) is the loss the loop calls, e.g.
+    a `DistillationObjective`; see objective.py."""
+    objective = objective or CausalLMObjective()
     check_model_sources(model_args)
     accelerator = Accelerator(
         cpu=args.use_cpu,
@@ -219,6 +224,9 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         config = build_config(model_args, tokenizer, data_args.block_size)
         model = TinyDecoderForCausalLM._from_config(config, attn_implementation=model_args.attn_implementation)
     config = model.config
+    objective.prepare(model, tokenizer, accelerator)
+    if resume_from is not None and state.get("objective", objective.signature()) != objective.signature():
+        say(f"warning: {resume_from} was trained with {state['objective']}; this run uses {objective.signature()}")
     n_params = sum(p.numel() for p in model.parameters())
     say(f"model: {n_params / 1e6:.2f} M parameters, {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
         f"{config.position_embedding}/{config.norm}/{config.hidden_act}")
@@ -278,13 +286,14 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         f"{accelerator.num_processes} process(es) on {accelerator.device}, precision {args.mixed_precision}")
 
     progress = {k: state[k] for k in ("step", "epoch", "batch_in_epoch", "tokens")}
+    progress["objective"] = objective.signature()
     for k in ("planned_total_steps", "planned_from"):
         if k in state:
             progress[k] = state[k]
     t_start = time.time()
     ctx = dict(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, train_dl=train_dl,
                eval_dl=eval_dl, sampler=sampler, args=args, total_steps=total_steps, tokens_per_step=tokens_per_step,
-               log=log, fpt=fpt, peak=peak, streaming=streaming, t_start=t_start,
+               log=log, fpt=fpt, peak=peak, streaming=streaming, t_start=t_start, objective=objective,
                eval_tokens=(min(len(blocks["validation"]), (args.max_eval_batches or 10**9) * args.per_device_eval_batch_size)
                             * data_args.block_size if not streaming else 0))
     with StopRequest() as stop:
@@ -327,7 +336,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
             "mixed_precision": "fp32" if args.mixed_precision == "no" else args.mixed_precision, "hardware": describe_hardware(accelerator),
             "minutes": minutes, "eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50)),
             "command": command or " ".join(sys.argv), "prompt": args.sample_prompt, "seed": args.seed,
-            "samples": samples, "params": n_params,
+            "samples": samples, "params": n_params, "method": objective.card_section(),
         })
         (out_dir / "README.md.tmp").write_text(card)
         (out_dir / "README.md.tmp").replace(out_dir / "README.md")
@@ -340,7 +349,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
 
 
 def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, train_dl, eval_dl, sampler, args,
-                total_steps, tokens_per_step, log, fpt, peak, streaming, t_start, eval_tokens):
+                total_steps, tokens_per_step, log, fpt, peak, streaming, t_start, eval_tokens, objective):
     """Optimizer steps until the schedule ends, time runs out or Ctrl-C; returns (last eval loss, stopped by user).
 
     `progress` (step, epoch, batch_in_epoch, tokens) is updated in place, so a caller that catches an
@@ -351,6 +360,7 @@ def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, tra
     bar = tqdm(total=total_steps, initial=step, disable=not main, dynamic_ncols=True, desc="train")
     t_log = time.time()
     loss_sum, micro, window = torch.zeros((), device=accelerator.device), 0, 0
+    extra_sums = {}  # the objective's own scalars (e.g. ce, kl), averaged over the logging window
     eval_loss, stopped, calib = None, False, None
     # Evaluate without torch.compile: a forward-only graph and a short last batch would each cost a
     # compile, more than compiling saves on a few evaluations. (FSDP1's wrapper must stay in place.)
@@ -367,13 +377,15 @@ def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, tra
         for batch in dl:
             batch_in_epoch += 1
             with accelerator.accumulate(model):
-                loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+                loss, extras = objective(model, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach().float()
+            for k, v in extras.items():
+                extra_sums[k] = extra_sums.get(k, 0.0) + v.detach().float()
             micro += 1
             if not accelerator.sync_gradients:
                 continue
@@ -398,9 +410,11 @@ def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, tra
                 record.update(loss=accelerator.reduce(loss_sum / micro, reduction="mean").item(),
                               lr=scheduler.get_last_lr()[0], tokens=tokens,
                               tokens_per_s=tokens_per_step * window / max(now - t_log, 1e-9))
+                for k, v in extra_sums.items():
+                    record[k] = accelerator.reduce(v / micro, reduction="mean").item()
                 if peak:
                     record["mfu"] = record["tokens_per_s"] * fpt / (peak * accelerator.num_processes)
-                t_log, loss_sum, micro, window = now, loss_sum * 0, 0, 0
+                t_log, loss_sum, micro, window, extra_sums = now, loss_sum * 0, 0, 0, {}
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
                                 tok_s=f"{record['tokens_per_s']:.0f}", **({"mfu": f"{record['mfu']:.1%}"} if peak else {}))
             out_of_time = args.max_train_minutes is not None and (time.time() - t_start) / 60 >= args.max_train_minutes
