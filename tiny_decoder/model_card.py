@@ -5,17 +5,7 @@ Every number in a card comes from the run that wrote it: pass the figures in, ne
 
 import json
 
-TEMPLATE = """---
-{metadata}
----
-
-# {title}
-
-A {params_m:.2f} M-parameter decoder-only transformer built with tiny-decoder (written from
-scratch in PyTorch, loaded through `transformers`' `AutoModelForCausalLM`), trained on
-{dataset_desc}.
-
-## Use
+USE = """## Use
 
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -29,7 +19,19 @@ print(tokenizer.decode(out[0], skip_special_tokens=True))
 
 {where}With the `tiny_decoder` package installed (`import tiny_decoder`), `trust_remote_code` is not needed.
 
-## Architecture
+"""
+
+TEMPLATE = """---
+{metadata}
+---
+
+# {title}
+
+A {params_m:.2f} M-parameter decoder-only transformer built with tiny-decoder (written from
+scratch in PyTorch, loaded through `transformers`' `AutoModelForCausalLM`), trained on
+{dataset_desc}.
+
+{use}## Architecture
 
 {architecture}
 
@@ -76,10 +78,7 @@ def render_model_card(config, info: dict) -> str:
     """info keys: repo (Hub id or the folder's path), local (repo is a path), title, dataset_name, dataset_desc, tokenizer_desc, steps, tokens, batch_tokens,
     learning_rate, lr_scheduler_type, warmup_steps, mixed_precision, hardware, minutes, eval_loss,
     eval_ppl, command, prompt, seed, samples (list of str), params."""
-    arch_keys = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                 "intermediate_size", "max_position_embeddings", "position_embedding", "norm", "norm_position",
-                 "hidden_act", "tie_word_embeddings", "residual_dropout", "attention_dropout", "embedding_dropout"]
-    architecture = "| field | value |\n|---|---|\n" + "\n".join(f"| {k} | {getattr(config, k)} |" for k in arch_keys)
+    architecture = _architecture(config)
     metadata = {
         "library_name": "transformers",
         "license": "mit",
@@ -106,6 +105,7 @@ def render_model_card(config, info: dict) -> str:
     where = (f"`{info['repo']}` is this folder's path as training wrote it (relative to where training ran); after "
              f"`push_to_hub`, use the repository id instead.\n\n") if local else ""
     return TEMPLATE.format(
+        use=USE.format(repo=info["repo"], where=where),
         metadata=_yaml(metadata),
         title=info.get("title") or info["repo"].rstrip("/").split("/")[-1],
         where=where,
@@ -115,6 +115,59 @@ def render_model_card(config, info: dict) -> str:
         method=method,
         **fields,
     )
+
+
+PRUNED_TEMPLATE = """---
+{metadata}
+---
+
+# {title}
+
+`{source}` with whole units removed by structured pruning (tiny-decoder's `scripts/prune.py`):
+{removed}. The weights that remain are the original ones, unchanged except the norm rescaling
+described below; no training happened after the cut. Distil or fine-tune it to recover what
+was lost (`scripts/distill.py --model_name_or_path {repo} --teacher_name_or_path {source}`).
+
+{use}## What changed
+
+| | before | after |
+|---|---|---|
+{table}
+
+Importance: {importance}, measured on {calibration}. {notes}
+
+## Architecture
+
+{architecture}
+
+Command that produced this model:
+
+```
+{command}
+```
+"""
+
+
+def render_pruned_card(config, info: dict) -> str:
+    """info keys: repo, local, title, source, removed (text), rows (list of (name, before, after)), importance,
+    calibration, notes, command."""
+    local = info.get("local", True)
+    where = (f"`{info['repo']}` is this folder's path as pruning wrote it; after `push_to_hub`, use the repository "
+             f"id instead.\n\n") if local else ""
+    metadata = {"library_name": "transformers", "license": "mit", "language": ["en"], "pipeline_tag": "text-generation",
+                "tags": ["tiny-decoder", "causal-lm", "pruned", "structured-pruning"], "base_model": info["source"]}
+    table = "\n".join(f"| {name} | {a} | {b} |" for name, a, b in info["rows"])
+    return PRUNED_TEMPLATE.format(metadata=_yaml(metadata), title=info["title"], source=info["source"],
+                                  removed=info["removed"], repo=info["repo"], use=USE.format(repo=info["repo"], where=where),
+                                  table=table, importance=info["importance"], calibration=info["calibration"],
+                                  notes=info.get("notes", ""), architecture=_architecture(config), command=info["command"])
+
+
+def _architecture(config) -> str:
+    arch_keys = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+                 "intermediate_size", "max_position_embeddings", "position_embedding", "norm", "norm_position",
+                 "hidden_act", "tie_word_embeddings", "residual_dropout", "attention_dropout", "embedding_dropout"]
+    return "| field | value |\n|---|---|\n" + "\n".join(f"| {k} | {getattr(config, k)} |" for k in arch_keys)
 
 
 def _yaml(obj, indent=0) -> str:
