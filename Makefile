@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test train bench clean
+.PHONY: setup test train distill bench clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,24 @@ train: setup
 	  exit 2; }
 	$(BIN)/python scripts/train.py configs/tiny_cpu.json \
 	  $(if $(filter hub,$(DATA)),--dataset_path "",--dataset_path "$(DATA)") $(TRAIN_ARGS)
+
+# The Minitron recipe: prune the `make train` model (TEACHER) to half its parameters, distil it
+# for the steps in configs/recovery_cpu.json, train the same shape from scratch on the same
+# schedule, and print one table. Trains the teacher first when it is missing.
+TEACHER ?= runs/tiny
+DATA_FLAG = $(if $(filter hub,$(DATA)),--dataset_path "",--dataset_path "$(DATA)")
+
+distill: setup
+	@test -f "$(TEACHER)/model.safetensors" || { test "$(TEACHER)" = runs/tiny && $(MAKE) train; } || { \
+	  echo "error: no model at TEACHER=$(TEACHER) (model.safetensors missing)."; exit 2; }
+	$(BIN)/python scripts/prune.py --model_name_or_path "$(TEACHER)" --target_params 50% \
+	  --output_dir runs/tiny-pruned --overwrite_output_dir true $(DATA_FLAG)
+	$(BIN)/python scripts/distill.py configs/recovery_cpu.json --model_name_or_path runs/tiny-pruned \
+	  --teacher_name_or_path "$(TEACHER)" --alpha 1.0 --output_dir runs/tiny-distilled --overwrite_output_dir true $(DATA_FLAG)
+	$(BIN)/python scripts/train.py configs/recovery_cpu.json --config_name runs/tiny-pruned --tokenizer_name "$(TEACHER)" \
+	  --output_dir runs/tiny-scratch --overwrite_output_dir true $(DATA_FLAG)
+	$(BIN)/python scripts/compare.py --models "$(TEACHER)" runs/tiny-pruned runs/tiny-distilled runs/tiny-scratch \
+	  $(DATA_FLAG) --output_json runs/distill_table.json
 
 bench: setup
 	$(BIN)/python bench/speed.py

@@ -23,3 +23,17 @@ def test_bad_input_exits_with_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_command(main)
     assert exit_info.value.code == "error: block_size=1 must be at least 2."
+
+
+def test_a_required_argument_may_come_after_the_file_and_unknown_keys_are_named(tmp_path):
+    from tiny_decoder.distillation import DistillationArguments
+
+    f = tmp_path / "args.yaml"
+    f.write_text("learning_rate: 0.01\nalpha: 0.25\n")
+    train, kd = parse_args((TrainArguments, DistillationArguments), [str(f), "--teacher_name_or_path", "runs/t"])
+    assert (train.learning_rate, kd.alpha, kd.teacher_name_or_path) == (0.01, 0.25, "runs/t")
+    with pytest.raises(ValueError, match="teacher_name_or_path is required"):
+        parse_args((TrainArguments, DistillationArguments), [str(f)])
+    f.write_text("learning_rat: 0.01\n")
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['learning_rat'\]"):
+        parse_args((TrainArguments, DistillationArguments), [str(f), "--alpha", "0.5"])

@@ -208,3 +208,46 @@ def test_distillation_trainer_trains_with_transformers_trainer(tmp_path):
     last, _ = trainer.objective(student.eval(), b)
     assert last < 0.5 * first
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_any_transformers_causal_lm_with_the_same_vocabulary_can_teach():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    teacher = LlamaForCausalLM(LlamaConfig(vocab_size=67, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                           num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=2,
+                                           pad_token_id=0)).eval()
+    student, _ = pair()
+    objective = DistillationObjective(teacher, "llama", alpha=1.0)
+    b = batch()
+    with torch.no_grad():
+        expected = distillation_divergence(student(**b).logits, teacher(input_ids=b["input_ids"]).logits, b["labels"])
+    loss, extras = objective(student, b)
+    torch.testing.assert_close(extras["kl"], expected)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_teacher_loads_frozen_in_the_requested_dtype(teacher_dir):
+    from tiny_decoder.distillation import load_teacher
+
+    teacher = load_teacher(str(teacher_dir), "bfloat16")
+    assert not teacher.training and all(p.dtype == torch.bfloat16 and not p.requires_grad for p in teacher.parameters())
+    student = TinyDecoderForCausalLM._from_config(teacher.config, dtype=torch.float32)
+    ids = torch.randint(3, 200, (2, 10))
+    loss, extras = DistillationObjective(teacher, str(teacher_dir), alpha=0.5)(student, {"input_ids": ids, "labels": ids})
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and extras["kl"] > 0
+    with pytest.raises(ValueError, match="does not exist"):
+        load_teacher(str(teacher_dir) + "-missing")
+
+
+def test_compiled_divergence_matches_the_eager_one(tiny_tokenizer):
+    student, teacher = pair(vocab_size=len(tiny_tokenizer))
+    b = batch()
+    b["labels"][0, 5:] = -100
+    eager = DistillationObjective(teacher, "t", alpha=0.5, temperature=2.0)
+    compiled = DistillationObjective(teacher, "t", alpha=0.5, temperature=2.0)
+    compiled.prepare(student, tiny_tokenizer, compile=True)
+    (loss_e, ex_e), (loss_c, ex_c) = eager(student, b), compiled(student, b)
+    torch.testing.assert_close(loss_c, loss_e, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ex_c["kl"], ex_e["kl"], atol=1e-6, rtol=1e-5)

@@ -11,12 +11,30 @@ def parse_args(dataclass_types, argv: list[str]) -> tuple:
     parser = HfArgumentParser(dataclass_types)
     if argv and argv[0].endswith((".json", ".yaml", ".yml")):
         loader = parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file
-        base = loader(argv[0])
         if len(argv) == 1:
-            return base
-        parser.set_defaults(**{k: v for d in base for k, v in dataclasses.asdict(d).items()})
+            return loader(argv[0])
+        # The file's values become defaults for the flags (checked only once the flags are in: a required
+        # argument may come from either).
+        values = _read_file(argv[0])
+        known = {f.name for d in dataclass_types for f in dataclasses.fields(d)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{argv[0]}: unknown argument(s) {unknown}; `--help` lists them.")
+        parser.set_defaults(**values)
         argv = argv[1:]
     return parser.parse_args_into_dataclasses(argv)
+
+
+def _read_file(path: str) -> dict:
+    import json
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    if path.endswith(".json"):
+        return json.loads(text)
+    import yaml
+
+    return yaml.safe_load(text) or {}
 
 
 def run_command(main) -> None:

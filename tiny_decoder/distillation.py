@@ -72,8 +72,8 @@ def distillation_divergence(student_logits, teacher_logits, labels, attention_ma
     keep = labels[:, 1:] != -100  # logits at i predict token i + 1
     if attention_mask is not None:
         keep = keep & attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
-    per = divergence_per_token(student_logits[:, :-1][keep], teacher_logits[:, :-1][keep], temperature, divergence, beta)
-    return per.sum() / keep.sum().clamp(min=1)
+    per = divergence_per_token(student_logits[:, :-1], teacher_logits[:, :-1], temperature, divergence, beta)
+    return torch.where(keep, per, 0.0).sum() / keep.sum().clamp(min=1)  # fixed shapes: compiles without breaks
 
 
 def load_teacher(name_or_path: str, dtype: str = "float32"):
@@ -123,16 +123,19 @@ class DistillationObjective(CausalLMObjective):
     def __init__(self, teacher, teacher_name: str, alpha=0.5, temperature=1.0, divergence="forward_kl", jsd_beta=0.5):
         self.teacher, self.teacher_name = teacher, teacher_name
         self.alpha, self.temperature, self.divergence, self.beta = alpha, temperature, divergence, jsd_beta
+        self._divergence = distillation_divergence
 
     @classmethod
     def from_args(cls, args: DistillationArguments):
         return cls(load_teacher(args.teacher_name_or_path, args.teacher_dtype), args.teacher_name_or_path, args.alpha,
                    args.temperature, args.divergence, args.jsd_beta)
 
-    def prepare(self, model, tokenizer, accelerator=None) -> None:
+    def prepare(self, model, tokenizer, accelerator=None, compile: bool = False) -> None:
         check_same_vocabulary(self.teacher, self.teacher_name, model.config, tokenizer)
         if accelerator is not None:
             self.teacher.to(accelerator.device)
+        if compile:  # fuses the softmaxes and the sum over the vocabulary: about half the KD step's cost on CPU
+            self._divergence = torch.compile(distillation_divergence)
 
     def __call__(self, model, batch):
         out = model(input_ids=batch["input_ids"], labels=batch["labels"], attention_mask=batch.get("attention_mask"),
@@ -140,7 +143,7 @@ class DistillationObjective(CausalLMObjective):
         with torch.no_grad():
             teacher_logits = self.teacher(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
                                           use_cache=False).logits
-        kl = distillation_divergence(out.logits, teacher_logits, batch["labels"], batch.get("attention_mask"),
+        kl = self._divergence(out.logits, teacher_logits, batch["labels"], batch.get("attention_mask"),
                                      self.temperature, self.divergence, self.beta)
         loss = self.alpha * self.temperature**2 * kl + (1 - self.alpha) * out.loss
         return loss, {"ce": out.loss.detach(), "kl": kl.detach()}

@@ -26,7 +26,7 @@ def blocks_loss(model, blocks, batch_size: int = 64, max_batches: int | None = N
 
 
 @torch.no_grad()
-def generation_speed(model, prompt_ids: list[int], new_tokens: int = 128, repeats: int = 3) -> float:
+def generation_speed(model, prompt_ids: list[int], new_tokens: int = 128, repeats: int = 5) -> float:
     """Greedy tokens/s at batch 1 with the KV cache (best of `repeats` after one warm-up)."""
     model.eval()
     device = next(model.parameters()).device

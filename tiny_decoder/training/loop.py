@@ -224,7 +224,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         config = build_config(model_args, tokenizer, data_args.block_size)
         model = TinyDecoderForCausalLM._from_config(config, attn_implementation=model_args.attn_implementation)
     config = model.config
-    objective.prepare(model, tokenizer, accelerator)
+    objective.prepare(model, tokenizer, accelerator, compile=args.torch_compile)
     if resume_from is not None and state.get("objective", objective.signature()) != objective.signature():
         say(f"warning: {resume_from} was trained with {state['objective']}; this run uses {objective.signature()}")
     n_params = sum(p.numel() for p in model.parameters())

@@ -13,8 +13,9 @@ class CausalLMObjective:
 
     name = "causal_lm"
 
-    def prepare(self, model, tokenizer, accelerator) -> None:
-        """Called once before training, with the unwrapped student: check compatibility, place helpers."""
+    def prepare(self, model, tokenizer, accelerator, compile: bool = False) -> None:
+        """Called once before training, with the unwrapped student: check compatibility, place helpers,
+        compile the loss's own arithmetic when the run compiles (`--torch_compile`)."""
 
     def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(loss to backpropagate, extra scalars to log, e.g. {"ce": ..., "kl": ...})."""
