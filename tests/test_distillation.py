@@ -251,3 +251,21 @@ def test_compiled_divergence_matches_the_eager_one(tiny_tokenizer):
     (loss_e, ex_e), (loss_c, ex_c) = eager(student, b), compiled(student, b)
     torch.testing.assert_close(loss_c, loss_e, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ex_c["kl"], ex_e["kl"], atol=1e-6, rtol=1e-5)
+
+
+def test_a_pruned_folder_is_distilled_from_its_teacher(workdir, teacher_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tiny_decoder.pruning import prune_model
+
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
+    calib = [torch.randint(3, 200, (4, 16), generator=torch.Generator().manual_seed(0))]
+    pruned, _ = prune_model(teacher, calib, target="50%")
+    pruned.save_pretrained(tmp_path / "pruned")
+    AutoTokenizer.from_pretrained(teacher_dir).save_pretrained(tmp_path / "pruned")
+    out = tmp_path / "student"
+    distill(kd_args(workdir, out, teacher_dir, max_steps=2, model_name_or_path=str(tmp_path / "pruned"), preset=None))
+    student = AutoModelForCausalLM.from_pretrained(out)
+    assert student.config.hidden_size == pruned.config.hidden_size < teacher.config.hidden_size
+    card = (out / "README.md").read_text()
+    assert f'base_model: "{tmp_path / "pruned"}"' in card and "knowledge-distillation" in card and "from-scratch" not in card

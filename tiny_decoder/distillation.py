@@ -119,6 +119,7 @@ class DistillationObjective(CausalLMObjective):
     """The loop's loss with a teacher in it; logs `ce` and `kl` (the divergence, whichever is chosen) apart."""
 
     name = "distillation"
+    tags = ("knowledge-distillation",)
 
     def __init__(self, teacher, teacher_name: str, alpha=0.5, temperature=1.0, divergence="forward_kl", jsd_beta=0.5):
         self.teacher, self.teacher_name = teacher, teacher_name
@@ -175,16 +176,19 @@ class DistillationTrainer(Trainer):
         teacher_model.to(self.args.device)
         self.objective = DistillationObjective(teacher_model, teacher_name, alpha, temperature, divergence, jsd_beta)
         self.loss_is_scaled_for_ga = False  # our loss is a per-micro-batch mean: let Trainer divide by accumulation
+        self._extra_sums, self._extra_count = {}, 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not model.training:  # evaluation reports the student's own CE, as the accelerate loop does
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss, extras = self.objective(model, inputs)
-        if self.state.global_step % max(self.args.logging_steps, 1) == 0 and model.training:
-            self._distill_logs = {k: v.item() for k, v in extras.items()}
+        for k, v in extras.items():  # averaged over the micro-batches since the last log, like Trainer's loss
+            self._extra_sums[k] = self._extra_sums.get(k, 0.0) + v.item()
+        self._extra_count += 1
         return loss
 
     def log(self, logs, *args, **kwargs):
-        if "loss" in logs and getattr(self, "_distill_logs", None):
-            logs = {**logs, **self._distill_logs}
+        if "loss" in logs and self._extra_count:
+            logs = {**logs, **{k: v / self._extra_count for k, v in self._extra_sums.items()}}
+            self._extra_sums, self._extra_count = {}, 0
         super().log(logs, *args, **kwargs)

@@ -77,15 +77,18 @@ else. It repeats itself and loses the plot in long generations. Not for any real
 def render_model_card(config, info: dict) -> str:
     """info keys: repo (Hub id or the folder's path), local (repo is a path), title, dataset_name, dataset_desc, tokenizer_desc, steps, tokens, batch_tokens,
     learning_rate, lr_scheduler_type, warmup_steps, mixed_precision, hardware, minutes, eval_loss,
-    eval_ppl, command, prompt, seed, samples (list of str), params."""
+    eval_ppl, command, prompt, seed, samples (list of str), params; optional: method (a markdown section),
+    base_model (the weights training started from), tags (extra Hub tags)."""
     architecture = _architecture(config)
     metadata = {
         "library_name": "transformers",
         "license": "mit",
         "language": ["en"],
         "pipeline_tag": "text-generation",
-        "tags": ["tiny-decoder", "causal-lm", "tinystories", "from-scratch"],
+        "tags": ["tiny-decoder", "causal-lm", "tinystories"] + ([] if info.get("base_model") else ["from-scratch"])
+                + list(info.get("tags", [])),
         "datasets": [info["dataset_name"]] if info.get("dataset_name") else [],
+        **({"base_model": info["base_model"]} if info.get("base_model") else {}),
         "model-index": [{
             "name": info.get("title") or info["repo"],
             "results": [{
@@ -99,7 +102,7 @@ def render_model_card(config, info: dict) -> str:
         }],
     }
     samples = "\n\n".join(f"> {s.strip()}".replace("\n", "\n> ") for s in info["samples"]) or "(none)"
-    fields = {k: v for k, v in info.items() if k not in ("samples", "title", "local", "method")}
+    fields = {k: v for k, v in info.items() if k not in ("samples", "title", "local", "method", "base_model", "tags")}
     method = f"\n{info['method'].strip()}\n" if info.get("method") else ""
     local = info.get("local", False)
     where = (f"`{info['repo']}` is this folder's path as training wrote it (relative to where training ran); after "

@@ -337,6 +337,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
             "minutes": minutes, "eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50)),
             "command": command or " ".join(sys.argv), "prompt": args.sample_prompt, "seed": args.seed,
             "samples": samples, "params": n_params, "method": objective.card_section(),
+            "base_model": model_args.model_name_or_path, "tags": objective.tags,
         })
         (out_dir / "README.md.tmp").write_text(card)
         (out_dir / "README.md.tmp").replace(out_dir / "README.md")

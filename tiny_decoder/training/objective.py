@@ -12,6 +12,7 @@ class CausalLMObjective:
     """Next-token cross-entropy on `labels` (-100 = ignored), the loss `scripts/train.py` trains."""
 
     name = "causal_lm"
+    tags: tuple[str, ...] = ()  # extra Hub tags for the model card
 
     def prepare(self, model, tokenizer, accelerator, compile: bool = False) -> None:
         """Called once before training, with the unwrapped student: check compatibility, place helpers,
