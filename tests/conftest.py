@@ -1,5 +1,6 @@
 """Shared test settings: offline Hub, few threads, small models built on the fly."""
 
+import contextlib
 import json
 import os
 import sys
@@ -90,14 +91,41 @@ def cli_args(workdir, out, **over):
     return [x for k, v in args.items() if v is not None for x in (f"--{k}", str(v))]
 
 
-def run(argv):
-    """scripts/train.py's main() in this process."""
+def run_script(name, argv):
+    """scripts/NAME.py's main() in this process."""
+    import importlib
+
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        import train  # scripts/train.py
+        module = importlib.import_module(name)
     finally:
         sys.path.pop(0)
-    return train.main(argv)
+    return module.main(argv)
+
+
+def run(argv):
+    """scripts/train.py's main() in this process."""
+    return run_script("train", argv)
+
+
+@contextlib.contextmanager
+def killed_at_checkpoint(monkeypatch, step):
+    """The run dies (KeyboardInterrupt) when it is about to write checkpoint-STEP, as a killed process would."""
+    import tiny_decoder.training.loop as loop
+
+    real_save = loop.save_checkpoint
+
+    def save(accelerator, output_dir, state, limit, **kw):
+        if state["step"] == step:
+            raise KeyboardInterrupt("simulated kill")
+        return real_save(accelerator, output_dir, state, limit, **kw)
+
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(loop, "save_checkpoint", real_save)
 
 
 def metrics(out):

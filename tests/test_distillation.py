@@ -2,14 +2,13 @@
 
 import copy
 import json
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from conftest import ROOT, cli_args, metrics, small_config
+from conftest import cli_args, killed_at_checkpoint, metrics, run_script, small_config
 from tiny_decoder import TinyDecoderForCausalLM
 from tiny_decoder.distillation import (
     DIVERGENCES, DistillationObjective, check_same_vocabulary, distillation_divergence, divergence_per_token,
@@ -119,12 +118,7 @@ def test_a_teacher_with_another_vocabulary_is_refused(tiny_tokenizer):
 
 
 def distill(argv):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import distill as script
-    finally:
-        sys.path.pop(0)
-    return script.main(argv)
+    return run_script("distill", argv)
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +137,6 @@ def kd_args(workdir, out, teacher, **over):
 
 
 def test_distill_script_logs_ce_and_kl_and_resumes_exactly(workdir, teacher_dir, tmp_path, monkeypatch):
-    import tiny_decoder.training.loop as loop
-
     common = dict(max_steps=6, save_steps=2, save_total_limit=None, config_overrides="residual_dropout=0.1")
     result = distill(kd_args(workdir, tmp_path / "straight", teacher_dir, **common))
     logged = [m for m in metrics(tmp_path / "straight") if "loss" in m]
@@ -157,17 +149,8 @@ def test_distill_script_logs_ce_and_kl_and_resumes_exactly(workdir, teacher_dir,
     state = json.loads((tmp_path / "straight" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["objective"]["teacher"] == str(teacher_dir) and state["objective"]["alpha"] == 0.7
 
-    real_save = loop.save_checkpoint
-
-    def crash_at_4(accelerator, output_dir, state, limit, **kw):
-        if state["step"] == 4:
-            raise KeyboardInterrupt("simulated kill")
-        return real_save(accelerator, output_dir, state, limit, **kw)
-
-    monkeypatch.setattr(loop, "save_checkpoint", crash_at_4)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_checkpoint(monkeypatch, 4):
         distill(kd_args(workdir, tmp_path / "crashed", teacher_dir, **common))
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     distill(kd_args(workdir, tmp_path / "crashed", teacher_dir, resume_from_checkpoint="latest", **common))
     a = load_file(str(tmp_path / "straight" / "model.safetensors"))
     b = load_file(str(tmp_path / "crashed" / "model.safetensors"))

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import POSITION_EMBEDDINGS, ROOT, cli_args, small_config
+from conftest import POSITION_EMBEDDINGS, cli_args, run_script, small_config
 from tiny_decoder import TinyDecoderForCausalLM
 from tiny_decoder.pruning import collect_importance, count_parameters, parse_target, plan_sizes, prune_model
 
@@ -188,12 +188,7 @@ def test_plan_keeps_fixed_sizes_and_solves_the_rest():
 
 
 def prune_script(argv):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import prune
-    finally:
-        sys.path.pop(0)
-    return prune.main(argv)
+    return run_script("prune", argv)
 
 
 def test_prune_script_writes_a_smaller_model_that_loads_anywhere(workdir, tmp_path, capsys):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import cli_args, metrics, run  # noqa: F401  (workdir is a conftest fixture)
+from conftest import cli_args, killed_at_checkpoint, metrics, run  # noqa: F401  (workdir is a conftest fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,24 +57,13 @@ def test_one_step_equals_a_hand_written_step(workdir, tmp_path):
 
 
 def test_resume_after_a_crash_ends_with_identical_weights(workdir, tmp_path, monkeypatch):
-    import tiny_decoder.training.loop as loop
-
     common = dict(max_steps=10, save_steps=2, gradient_accumulation_steps=2, per_device_train_batch_size=8,
                   config_overrides="residual_dropout=0.1,attention_dropout=0.1", save_total_limit=None,
                   max_train_samples=20)
     run(cli_args(workdir, tmp_path / "straight", **common))
 
-    real_save = loop.save_checkpoint
-
-    def crash_at_6(accelerator, output_dir, state, limit, **kw):
-        if state["step"] == 6:
-            raise KeyboardInterrupt("simulated kill")
-        return real_save(accelerator, output_dir, state, limit, **kw)
-
-    monkeypatch.setattr(loop, "save_checkpoint", crash_at_6)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_checkpoint(monkeypatch, 6):
         run(cli_args(workdir, tmp_path / "crashed", **common))
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     assert not (tmp_path / "crashed" / "model.safetensors").exists()
     state = json.loads((tmp_path / "crashed" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["epoch"] >= 1  # the resume point lies past an epoch boundary
