@@ -103,7 +103,7 @@ def main(argv=None):
     if "target" in report.before:
         print(f"target {report.before['target']:,} parameters, reached {after['params']:,}")
 
-    removed = describe_removed(report)
+    removed = report.describe()
     notes = []
     if model.config.norm == "rmsnorm" and report.removed["hidden_channels"]:
         notes.append("RMSNorm weights were scaled by sqrt(d/d') and norm_eps by d/d' so the kept channels' scale "
@@ -131,19 +131,6 @@ def main(argv=None):
     save_atomically(args.output_dir, small.save_pretrained, tokenizer.save_pretrained, write_extras)
     print(f"saved the pruned model, tokenizer, card and prune_report.json to {out}")
     return result
-
-
-def describe_removed(report) -> str:
-    r, parts = report.removed, []
-    if r["layers"]:
-        parts.append(f"layers {r['layers']}")
-    if r["kv_groups_per_layer"]:
-        parts.append(f"{r['kv_groups_per_layer']} KV group(s) of heads per layer")
-    if r["mlp_channels_per_layer"]:
-        parts.append(f"{r['mlp_channels_per_layer']} MLP channels per layer")
-    if r["hidden_channels"]:
-        parts.append(f"{r['hidden_channels']} hidden channels")
-    return ", ".join(parts) + f" ({report.before['params']:,} -> {report.after['params']:,} parameters)"
 
 
 if __name__ == "__main__":

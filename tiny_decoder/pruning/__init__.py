@@ -129,6 +129,19 @@ class PruneReport:
     keep: Keep
     removed: dict = field(default_factory=dict)
 
+    def describe(self) -> str:
+        """What went, in words, e.g. for the model card."""
+        r, parts = self.removed, []
+        if r["layers"]:
+            parts.append(f"layers {r['layers']}")
+        if r["kv_groups_per_layer"]:
+            parts.append(f"{r['kv_groups_per_layer']} KV group(s) of heads per layer")
+        if r["mlp_channels_per_layer"]:
+            parts.append(f"{r['mlp_channels_per_layer']} MLP channels per layer")
+        if r["hidden_channels"]:
+            parts.append(f"{r['hidden_channels']} hidden channels")
+        return ", ".join(parts) + f" ({self.before['params']:,} -> {self.after['params']:,} parameters)"
+
 
 def prune_model(model, calibration_batches, target=None, hidden_size=None, num_layers=None, num_heads=None,
                 intermediate_size=None, layer_metric: str = "block_influence"):
