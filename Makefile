@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test train distill bench clean
+.PHONY: setup test train distill sft bench clean
 
 setup: $(STAMP)
 
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,sft]'
 	touch $(STAMP)
 
 test: setup
@@ -49,6 +49,17 @@ distill: setup
 	  --output_dir runs/tiny-scratch --overwrite_output_dir true $(DATA_FLAG)
 	$(BIN)/python scripts/compare.py --models "$(TEACHER)" runs/tiny-pruned runs/tiny-distilled runs/tiny-scratch \
 	  $(DATA_FLAG) --output_json runs/distill_table.json
+
+# SFT: the offline instruction set from the same TinyStories copy, fine-tune the `make train` model
+# (TEACHER, trained first when missing) for configs/sft_cpu.json's steps, then base vs fine-tuned.
+sft: setup
+	@test -f "$(TEACHER)/model.safetensors" || { test "$(TEACHER)" = runs/tiny && $(MAKE) train; } || { \
+	  echo "error: no model at TEACHER=$(TEACHER) (model.safetensors missing)."; exit 2; }
+	$(BIN)/python scripts/build_instructions.py $(DATA_FLAG) --output_dir runs/instruct
+	$(BIN)/python scripts/sft.py configs/sft_cpu.json --model_name_or_path "$(TEACHER)" --dataset_path runs/instruct \
+	  --output_dir runs/tiny-sft --overwrite_output_dir true
+	$(BIN)/python scripts/evaluate_sft.py --base_model "$(TEACHER)" --sft_model runs/tiny-sft --dataset_path runs/instruct \
+	  --output_json runs/sft_eval.json
 
 bench: setup
 	$(BIN)/python bench/speed.py

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from .. import TinyDecoderForCausalLM
-from ..data import build_lm_datasets, clean_and_split, format_report, hub_is_reachable, load_raw_dataset
+from ..data import clean_and_split, format_report, hub_is_reachable
 from ..model_card import render_model_card
 from ..tokenizer import get_tokenizer, load_tokenizer
 from .arguments import build_config, check_model_sources
@@ -91,11 +91,6 @@ class EpochSampler(Sampler):
         return self.n
 
 
-def collate_blocks(items):
-    ids = torch.tensor([it["input_ids"] for it in items], dtype=torch.long)
-    return {"input_ids": ids, "labels": ids}
-
-
 def check_hub_access(args):
     """Fail before training, not after it, when an upload cannot work."""
     if not hub_is_reachable():
@@ -119,19 +114,20 @@ def evaluate(model, dataloader, accelerator, max_batches=None) -> float:
     for i, batch in enumerate(dataloader):
         if max_batches is not None and i >= max_batches:
             break
-        loss = model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
+        loss = model(input_ids=batch["input_ids"], labels=batch["labels"], attention_mask=batch.get("attention_mask"),
+                     use_cache=False).loss
         losses.append(accelerator.gather_for_metrics(loss.detach().float().repeat(batch["input_ids"].shape[0])))
     model.train(was_training)
     return torch.cat(losses).mean().item() if losses else float("nan")
 
 
-def generate_samples(model, tokenizer, prompt, n, max_new_tokens, seed) -> list[str]:
-    """Stories from `prompt`, each started after an EOS as documents are in training."""
+def generate_samples(model, tokenizer, prompt, n, max_new_tokens, seed, prompt_ids=None) -> list[str]:
+    """Stories from `prompt`, each started after an EOS as documents are in training (or from `prompt_ids`)."""
     if n <= 0:
         return []
     model.eval()
     device = next(model.parameters()).device
-    ids = [tokenizer.eos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = prompt_ids or [tokenizer.eos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
     torch.manual_seed(seed)
     out = model.generate(
         torch.tensor([ids] * n, device=device), attention_mask=torch.ones(n, len(ids), dtype=torch.long, device=device),
@@ -195,15 +191,16 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         tok_args.tokenizer_name = model_args.model_name_or_path  # continue with the model's own tokenizer
     t_data = time.time()
     with accelerator.main_process_first():
-        raw = load_raw_dataset(data_args)
+        raw = objective.load_data(data_args)
         if tok_dir.exists() and (resume_from or not main):
             tokenizer = load_tokenizer(str(tok_dir), data_args.block_size)
         else:
             train_docs = clean_and_split(raw, data_args)[0]["train"] if not tok_args.tokenizer_name else None
             tokenizer = get_tokenizer(tok_args, train_docs, data_args.text_column, data_args.block_size)
+            objective.setup_tokenizer(tokenizer)
             if main:
                 save_atomically(str(tok_dir), tokenizer.save_pretrained)
-        blocks, reports = build_lm_datasets(data_args, tokenizer, raw)
+        blocks, reports = objective.build_datasets(data_args, tokenizer, raw)
     if reports:
         say(format_report(reports))
     say(f"data ready in {time.time() - t_data:.1f} s")
@@ -213,6 +210,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, attn_implementation=model_args.attn_implementation)
+        objective.prepare(model, tokenizer, accelerator, compile=args.torch_compile)  # may grow the vocabulary
         if model.config.vocab_size < len(tokenizer):
             raise ValueError(f"The tokenizer has {len(tokenizer)} tokens but {model_args.model_name_or_path!r} only "
                              f"{model.config.vocab_size} embeddings; use the model's own tokenizer.")
@@ -223,8 +221,8 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
     else:
         config = build_config(model_args, tokenizer, data_args.block_size)
         model = TinyDecoderForCausalLM._from_config(config, attn_implementation=model_args.attn_implementation)
+        objective.prepare(model, tokenizer, accelerator, compile=args.torch_compile)
     config = model.config
-    objective.prepare(model, tokenizer, accelerator, compile=args.torch_compile)
     if resume_from is not None and state.get("objective", objective.signature()) != objective.signature():
         say(f"warning: {resume_from} was trained with {state['objective']}; this run uses {objective.signature()}")
     n_params = sum(p.numel() for p in model.parameters())
@@ -236,9 +234,9 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
     # Loaders get generators of their own: creating an iterator would otherwise draw from the global
     # RNG, so a resumed run's dropout masks would differ from an uninterrupted run's.
     train_dl = DataLoader(blocks["train"], batch_size=args.per_device_train_batch_size, sampler=sampler,
-                          collate_fn=collate_blocks, drop_last=True, num_workers=args.dataloader_num_workers,
+                          collate_fn=objective.collate, drop_last=True, num_workers=args.dataloader_num_workers,
                           generator=torch.Generator().manual_seed(args.seed))
-    eval_dl = DataLoader(blocks["validation"], batch_size=args.per_device_eval_batch_size, collate_fn=collate_blocks,
+    eval_dl = DataLoader(blocks["validation"], batch_size=args.per_device_eval_batch_size, collate_fn=objective.collate,
                          generator=torch.Generator().manual_seed(args.seed))
 
     if streaming:
@@ -319,7 +317,8 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
         unwrapped.config.use_cache = True
         save_final(unwrapped, tokenizer, args.output_dir)
-        samples = generate_samples(unwrapped, tokenizer, args.sample_prompt, args.num_samples, args.max_new_tokens, args.seed)
+        samples = generate_samples(unwrapped, tokenizer, args.sample_prompt, args.num_samples, args.max_new_tokens, args.seed,
+                                   objective.prompt_ids(tokenizer, args.sample_prompt))
         for i, s in enumerate(samples):
             print(f"\n--- sample {i + 1} ---\n{s}")
         plot_loss_curve(log.read(), str(out_dir / "loss_curve.png"))

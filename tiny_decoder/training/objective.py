@@ -1,11 +1,15 @@
 """What the training loop minimises, as one object the loop calls on every micro-batch.
 
-The loop owns data, optimizer, checkpoints and logs; an objective owns the loss. Plain
-pre-training is `CausalLMObjective`; distillation (a teacher in the loop) subclasses it, so a new
-kind of training is a new objective, never a second copy of the loop.
+The loop owns the optimizer, schedule, checkpoints and logs; an objective owns the loss and the
+shape of the examples (how they are built from the data and batched). Plain pre-training is
+`CausalLMObjective` (packed text blocks); distillation (a teacher in the loop) and SFT (chat
+examples with assistant-only labels) subclass it, so a new kind of training is a new objective,
+never a second copy of the loop.
 """
 
 import torch
+
+from ..data import build_lm_datasets, load_raw_dataset
 
 
 class CausalLMObjective:
@@ -13,6 +17,26 @@ class CausalLMObjective:
 
     name = "causal_lm"
     tags: tuple[str, ...] = ()  # extra Hub tags for the model card
+
+    def load_data(self, data_args):
+        """The raw data (before the tokenizer exists: a new tokenizer may be trained on it)."""
+        return load_raw_dataset(data_args)
+
+    def setup_tokenizer(self, tokenizer) -> None:
+        """Change the tokenizer before it is saved and used (e.g. add a chat template)."""
+
+    def build_datasets(self, data_args, tokenizer, raw):
+        """({"train", "validation"} datasets of examples, {split: data.SplitReport})."""
+        return build_lm_datasets(data_args, tokenizer, raw)
+
+    def collate(self, items) -> dict:
+        """A list of examples -> a batch dict of tensors (input_ids, labels, optionally attention_mask)."""
+        ids = torch.tensor([it["input_ids"] for it in items], dtype=torch.long)
+        return {"input_ids": ids, "labels": ids}
+
+    def prompt_ids(self, tokenizer, prompt: str) -> list[int]:
+        """Token ids that start a sample generation: a story begins after an EOS, as in training."""
+        return [tokenizer.eos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
     def prepare(self, model, tokenizer, accelerator, compile: bool = False) -> None:
         """Called once before training, with the unwrapped student: check compatibility, place helpers,

@@ -1,0 +1,46 @@
+"""Make the offline TinyStories instruction set (chat JSONL) from a story corpus.
+
+    python scripts/build_instructions.py --dataset_path ../shared/data/tinystories --output_dir runs/instruct
+
+Each story becomes one conversation ("Write a story that uses the words: ..." or "... begins
+with: ..."); see tiny_decoder/instructions.py. The corpus's own train/validation split is kept, so
+validation instructions come from stories a model trained on the train split never saw.
+"""
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tiny_decoder.cli import parse_args, run_command
+from tiny_decoder.data import DataArguments, clean_and_split, load_raw_dataset
+from tiny_decoder.instructions import build_instruction_set
+
+
+@dataclass
+class BuildArguments:
+    output_dir: str = field(default="runs/instruct", metadata={"help": "Where train.jsonl and validation.jsonl go."})
+    seed: int = 0
+    n_words: int = field(default=3, metadata={"help": "Words each 'uses the words' instruction asks for."})
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args, data_args = parse_args((BuildArguments, DataArguments), argv)
+    parts, _ = clean_and_split(load_raw_dataset(data_args), data_args)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split in ("train", "validation"):
+        texts = parts[split][data_args.text_column]
+        conversations = build_instruction_set(texts, args.seed, validation_fraction=0.0, n_words=args.n_words)["train"]
+        tmp = out / f"{split}.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(c) + "\n" for c in conversations))
+        tmp.replace(out / f"{split}.jsonl")
+        counts[split] = len(conversations)
+    print(f"wrote {counts['train']:,} training and {counts['validation']:,} validation conversations to {out}")
+    return counts
+
+
+if __name__ == "__main__":
+    run_command(main)

@@ -1,0 +1,116 @@
+"""Supervised fine-tuning on chat data, as an objective of the training loop (see training/objective.py).
+
+The model learns to answer: conversations are rendered by the chat template (chat.py), the loss is
+taken on assistant tokens only, and each example is one conversation padded to `block_size`
+(attention_mask 0 on the padding), so no conversation ever attends to another. The tokenizer
+gains the role tokens and the template before it is saved, and the model's embeddings grow to
+match (the tied head stays tied), so the output folder chats through `apply_chat_template`.
+"""
+
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+from .chat import add_chat_template, encode_conversation, load_conversations
+from .data import DataError, SplitReport, in_validation
+from .training.objective import CausalLMObjective
+
+
+def load_chat_splits(data_args) -> dict:
+    """{"train", "validation"} conversations from a folder (train.jsonl + validation.jsonl) or one JSONL file
+    (split by each conversation's hash, --validation_split_percentage)."""
+    path = data_args.local_path
+    if not path:
+        raise DataError("SFT reads local chat JSONL: give --dataset_path FOLDER (train.jsonl, validation.jsonl) or a "
+                        "file; scripts/build_instructions.py makes one from TinyStories.")
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if not (p / "train.jsonl").is_file():
+            raise DataError(f"{path} has no train.jsonl; give a folder with train.jsonl (and validation.jsonl).")
+        train = load_conversations(str(p / "train.jsonl"))
+        if (p / "validation.jsonl").is_file():
+            return {"train": train, "validation": load_conversations(str(p / "validation.jsonl"))}
+    else:
+        train = load_conversations(str(p))
+    fraction = data_args.validation_split_percentage / 100
+    key = lambda conv: "\n".join(m["content"] for m in conv)  # noqa: E731
+    return {"train": [c for c in train if not in_validation(key(c), fraction)],
+            "validation": [c for c in train if in_validation(key(c), fraction)]}
+
+
+class SFTObjective(CausalLMObjective):
+    name = "sft"
+    tags = ("sft", "chat")
+
+    def load_data(self, data_args):
+        return load_chat_splits(data_args)
+
+    def setup_tokenizer(self, tokenizer) -> None:
+        add_chat_template(tokenizer)
+
+    def build_datasets(self, data_args, tokenizer, raw):
+        self.setup_tokenizer(tokenizer)  # a tokenizer reloaded from a run folder has it already; adding is idempotent
+        datasets, reports = {}, {}
+        for split, conversations in raw.items():
+            examples = [encode_conversation(tokenizer, c, data_args.block_size) for c in conversations]
+            kept = [e for e in examples if e is not None]
+            if not kept:
+                raise DataError(f"The {split} split has no conversation with an assistant token within block_size="
+                                f"{data_args.block_size}; raise --block_size or shorten the prompts.")
+            truncated = sum(e.pop("truncated") for e in kept)
+            if truncated:
+                print(f"{split}: {truncated} of {len(kept)} conversations cut to block_size={data_args.block_size}")
+            datasets[split] = Dataset.from_list(kept)
+            reports[split] = SplitReport(documents=len(conversations), dropped_empty=len(examples) - len(kept),
+                                         tokens=sum(sum(e["attention_mask"]) for e in kept), blocks=len(kept),
+                                         chars=sum(len(m["content"]) for c in conversations for m in c))
+        return datasets, reports
+
+    def collate(self, items) -> dict:
+        return {k: torch.tensor([it[k] for it in items], dtype=torch.long) for k in ("input_ids", "labels", "attention_mask")}
+
+    def prompt_ids(self, tokenizer, prompt: str) -> list[int]:
+        return list(tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                  tokenize=True, return_dict=True)["input_ids"])
+
+    def prepare(self, model, tokenizer, accelerator, compile: bool = False) -> None:
+        if len(tokenizer) > model.config.vocab_size:  # the role tokens: new rows start at the mean embedding
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+
+    def card_section(self) -> str:
+        return ("## Supervised fine-tuning\n\nFine-tuned on conversations rendered by the chat template saved with the "
+                "tokenizer (roles `<|system|>`, `<|user|>`, `<|assistant|>`, turns ending in EOS); the loss counts "
+                "assistant tokens only. Chat with `tokenizer.apply_chat_template(messages, add_generation_prompt=True)`.")
+
+
+@torch.no_grad()
+def assistant_loss(model, tokenizer, conversations, block_size: int, batch_size: int = 32) -> float:
+    """Mean next-token loss over the assistant tokens of `conversations` (chat template applied)."""
+    objective = SFTObjective()
+    examples = [e for e in (encode_conversation(tokenizer, c, block_size) for c in conversations) if e is not None]
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        batch = objective.collate(examples[i:i + batch_size])
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        labels = batch["labels"][:, 1:]
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), reduction="none")
+        total, count = total + losses.sum().item(), count + (labels != -100).sum().item()
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 200, seed: int = 0,
+                     batch_size: int = 50) -> list[str]:
+    """Sampled answers (top-k 50, top-p 0.95, fixed seed) to prompts given as token ids, left-padded in batches."""
+    torch.manual_seed(seed)
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i:i + batch_size]
+        width = max(map(len, chunk))
+        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in chunk])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+        gen = model.generate(ids, attention_mask=mask, do_sample=True, top_k=50, top_p=0.95, max_new_tokens=max_new_tokens,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        out += [tokenizer.decode(g[width:], skip_special_tokens=True) for g in gen]
+    return out
