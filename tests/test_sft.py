@@ -132,6 +132,8 @@ def test_sft_script_trains_and_the_model_chats_after_from_pretrained(workdir, ba
     assert isinstance(tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True), str)
     card = (out / "README.md").read_text()
     assert "## Supervised fine-tuning" in card and '"sft"' in card
+    samples = card.split("## Samples")[1]
+    assert "> Write a story" not in samples  # a chat sample is the answer, not the prompt
 
 
 def test_sft_needs_a_model_and_chat_data(workdir, base_and_data, tmp_path):

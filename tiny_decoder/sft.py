@@ -42,6 +42,7 @@ def load_chat_splits(data_args) -> dict:
 class SFTObjective(CausalLMObjective):
     name = "sft"
     tags = ("sft", "chat")
+    samples_include_prompt = False
 
     def load_data(self, data_args):
         return load_chat_splits(data_args)

@@ -121,8 +121,9 @@ def evaluate(model, dataloader, accelerator, max_batches=None) -> float:
     return torch.cat(losses).mean().item() if losses else float("nan")
 
 
-def generate_samples(model, tokenizer, prompt, n, max_new_tokens, seed, prompt_ids=None) -> list[str]:
-    """Stories from `prompt`, each started after an EOS as documents are in training (or from `prompt_ids`)."""
+def generate_samples(model, tokenizer, prompt, n, max_new_tokens, seed, prompt_ids=None, with_prompt=True) -> list[str]:
+    """Stories from `prompt`, each started after an EOS as documents are in training (or from `prompt_ids`);
+    `with_prompt=False` returns only the generated part (a chat model's answer)."""
     if n <= 0:
         return []
     model.eval()
@@ -134,7 +135,8 @@ def generate_samples(model, tokenizer, prompt, n, max_new_tokens, seed, prompt_i
         do_sample=True, top_k=50, top_p=0.95, max_new_tokens=max_new_tokens,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
-    return [tokenizer.decode(o[1:], skip_special_tokens=True) for o in out]
+    start = 1 if with_prompt else len(ids)
+    return [tokenizer.decode(o[start:], skip_special_tokens=True) for o in out]
 
 
 def save_final(model, tokenizer, output_dir: str):
@@ -318,7 +320,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         unwrapped.config.use_cache = True
         save_final(unwrapped, tokenizer, args.output_dir)
         samples = generate_samples(unwrapped, tokenizer, args.sample_prompt, args.num_samples, args.max_new_tokens, args.seed,
-                                   objective.prompt_ids(tokenizer, args.sample_prompt))
+                                   objective.prompt_ids(tokenizer, args.sample_prompt), objective.samples_include_prompt)
         for i, s in enumerate(samples):
             print(f"\n--- sample {i + 1} ---\n{s}")
         plot_loss_curve(log.read(), str(out_dir / "loss_curve.png"))

@@ -17,6 +17,7 @@ class CausalLMObjective:
 
     name = "causal_lm"
     tags: tuple[str, ...] = ()  # extra Hub tags for the model card
+    samples_include_prompt = True  # a story's sample is prompt + continuation; a chat sample is the answer alone
 
     def load_data(self, data_args):
         """The raw data (before the tokenizer exists: a new tokenizer may be trained on it)."""
