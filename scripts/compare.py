@@ -20,6 +20,7 @@ from tiny_decoder.data import DataArguments, build_lm_datasets, load_raw_dataset
 from tiny_decoder.measure import blocks_loss, generation_speed
 from tiny_decoder.tokenizer import load_tokenizer
 from tiny_decoder.training.arguments import ModelArguments, check_model_sources
+from tiny_decoder.training.objective import CausalLMObjective
 
 
 @dataclass
@@ -55,7 +56,7 @@ def main(argv=None):
         if load_tokenizer(name).get_vocab() != tokenizer.get_vocab():
             raise ValueError(f"{name!r} does not use {args.models[0]!r}'s tokenizer; losses would not be comparable.")
     blocks, _ = build_lm_datasets(data_args, tokenizer, load_raw_dataset(data_args))
-    prompt = [tokenizer.eos_token_id] + tokenizer("Once upon a time", add_special_tokens=False)["input_ids"]
+    prompt = CausalLMObjective().prompt_ids(tokenizer, "Once upon a time")
     rows = []
     for name in args.models:
         torch.manual_seed(0)

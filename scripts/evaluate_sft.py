@@ -19,8 +19,9 @@ import torch
 from tiny_decoder.chat import add_chat_template, load_conversations
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.instructions import words_present
-from tiny_decoder.sft import assistant_loss, generate_answers
+from tiny_decoder.sft import SFTObjective, assistant_loss, generate_answers
 from tiny_decoder.tokenizer import load_tokenizer
+from tiny_decoder.training.objective import CausalLMObjective
 
 
 @dataclass
@@ -54,13 +55,12 @@ def main(argv=None):
     conversations = [r["messages"] for r in records]
 
     def chat_prompts(tok):
-        return [list(tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=True,
-                                             return_dict=True)["input_ids"]) for t in instructions]
+        return [SFTObjective().prompt_ids(tok, t) for t in instructions]
 
     rows, examples = [], {}
     base_tok = load_tokenizer(args.base_model)
     base = AutoModelForCausalLM.from_pretrained(args.base_model).eval()
-    plain = [[base_tok.eos_token_id] + base_tok(t + "\n", add_special_tokens=False)["input_ids"] for t in instructions]
+    plain = [CausalLMObjective().prompt_ids(base_tok, t + "\n") for t in instructions]
     plain_answers = generate_answers(base, base_tok, plain, args.max_new_tokens, args.seed)
     add_chat_template(base_tok)
     torch.manual_seed(args.seed)

@@ -24,6 +24,7 @@ from tiny_decoder.model_card import render_pruned_card
 from tiny_decoder.pruning import LAYER_METRICS, prune_model
 from tiny_decoder.tokenizer import load_tokenizer
 from tiny_decoder.training.arguments import ModelArguments, check_model_sources
+from tiny_decoder.training.objective import CausalLMObjective
 from tiny_decoder.training.run_dir import check_output_dir, clear_run, save_atomically
 
 
@@ -65,7 +66,7 @@ def load_model(name: str):
 
 
 def measure(model, blocks, tokenizer, args) -> dict:
-    prompt = [tokenizer.eos_token_id] + tokenizer("Once upon a time", add_special_tokens=False)["input_ids"]
+    prompt = CausalLMObjective().prompt_ids(tokenizer, "Once upon a time")
     return {"params": sum(p.numel() for p in model.parameters()),
             "val_loss": blocks_loss(model, blocks["validation"], args.per_device_eval_batch_size, args.max_eval_batches),
             "generate_tok_s": generation_speed(model, prompt)}

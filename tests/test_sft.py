@@ -129,7 +129,8 @@ def test_sft_script_trains_and_the_model_chats_after_from_pretrained(workdir, ba
     gen = model.generate(**ids, max_new_tokens=20, do_sample=False, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id)
     assert gen.shape[1] > ids["input_ids"].shape[1]
-    assert isinstance(tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True), str)
+    answer = tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert answer.strip() and "<|" not in answer
     card = (out / "README.md").read_text()
     assert "## Supervised fine-tuning" in card and '"sft"' in card
     samples = card.split("## Samples")[1]

@@ -51,7 +51,6 @@ class SFTObjective(CausalLMObjective):
         add_chat_template(tokenizer)
 
     def build_datasets(self, data_args, tokenizer, raw):
-        self.setup_tokenizer(tokenizer)  # a tokenizer reloaded from a run folder has it already; adding is idempotent
         datasets, reports = {}, {}
         for split, conversations in raw.items():
             examples = [encode_conversation(tokenizer, c, data_args.block_size) for c in conversations]
@@ -93,10 +92,9 @@ def assistant_loss(model, tokenizer, conversations, block_size: int, batch_size:
     total, count = 0.0, 0
     for i in range(0, len(examples), batch_size):
         batch = objective.collate(examples[i:i + batch_size])
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-        labels = batch["labels"][:, 1:]
-        losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), reduction="none")
-        total, count = total + losses.sum().item(), count + (labels != -100).sum().item()
+        # num_items_in_batch=1 turns the model's own (shifted, masked) loss into a sum over assistant tokens
+        total += model(**batch, num_items_in_batch=torch.tensor(1), use_cache=False).loss.item()
+        count += (batch["labels"][:, 1:] != -100).sum().item()
     return total / max(count, 1)
 
 

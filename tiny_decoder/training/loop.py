@@ -121,14 +121,14 @@ def evaluate(model, dataloader, accelerator, max_batches=None) -> float:
     return torch.cat(losses).mean().item() if losses else float("nan")
 
 
-def generate_samples(model, tokenizer, prompt, n, max_new_tokens, seed, prompt_ids=None, with_prompt=True) -> list[str]:
-    """Stories from `prompt`, each started after an EOS as documents are in training (or from `prompt_ids`);
-    `with_prompt=False` returns only the generated part (a chat model's answer)."""
+def generate_samples(model, tokenizer, prompt_ids, n, max_new_tokens, seed, with_prompt=True) -> list[str]:
+    """n sampled continuations of `prompt_ids` (the objective's prompt: a story starts after an EOS, a chat
+    answer after the template); `with_prompt=False` returns only the generated part (a chat model's answer)."""
     if n <= 0:
         return []
     model.eval()
     device = next(model.parameters()).device
-    ids = prompt_ids or [tokenizer.eos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = prompt_ids
     torch.manual_seed(seed)
     out = model.generate(
         torch.tensor([ids] * n, device=device), attention_mask=torch.ones(n, len(ids), dtype=torch.long, device=device),
@@ -319,8 +319,8 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
         unwrapped.config.use_cache = True
         save_final(unwrapped, tokenizer, args.output_dir)
-        samples = generate_samples(unwrapped, tokenizer, args.sample_prompt, args.num_samples, args.max_new_tokens, args.seed,
-                                   objective.prompt_ids(tokenizer, args.sample_prompt), objective.samples_include_prompt)
+        samples = generate_samples(unwrapped, tokenizer, objective.prompt_ids(tokenizer, args.sample_prompt),
+                                   args.num_samples, args.max_new_tokens, args.seed, objective.samples_include_prompt)
         for i, s in enumerate(samples):
             print(f"\n--- sample {i + 1} ---\n{s}")
         plot_loss_curve(log.read(), str(out_dir / "loss_curve.png"))
