@@ -22,6 +22,8 @@ class BuildArguments:
     output_dir: str = field(default="runs/instruct", metadata={"help": "Where train.jsonl and validation.jsonl go."})
     seed: int = 0
     n_words: int = field(default=3, metadata={"help": "Words each 'uses the words' instruction asks for."})
+    words_within: int = field(default=120, metadata={"help": "Draw the requested words from the story's first N words."})
+    per_story: int = field(default=1, metadata={"help": "Conversations made from each training story (validation: one)."})
 
 
 def main(argv=None):
@@ -33,7 +35,9 @@ def main(argv=None):
     counts = {}
     for split in ("train", "validation"):
         texts = parts[split][data_args.text_column]
-        conversations = build_instruction_set(texts, args.seed, validation_fraction=0.0, n_words=args.n_words)["train"]
+        conversations = build_instruction_set(texts, args.seed, validation_fraction=0.0, n_words=args.n_words,
+                                              words_within=args.words_within,
+                                              per_story=args.per_story if split == "train" else 1)["train"]
         tmp = out / f"{split}.jsonl.tmp"
         tmp.write_text("".join(json.dumps(c) + "\n" for c in conversations))
         tmp.replace(out / f"{split}.jsonl")

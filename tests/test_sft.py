@@ -92,6 +92,30 @@ def test_instruction_builder_is_deterministic_and_splits_by_story():
     assert words_present("The dog ran.", ["dog", "cat"]) == 0.5
 
 
+def test_requested_words_come_from_the_story_start_in_story_order_with_names_capitalised():
+    story = "Lily saw a dog. The dog ran to Lily. " + " ".join(["Then they played."] * 40) + " At last a purple zebra came."
+    for seed in range(20):
+        conv = story_to_conversation(story, seed=seed, words_within=12)
+        if conv["task"] != "words":
+            continue
+        assert set(conv["words"]) <= {"Lily", "dog", "ran", "played"} and "zebra" not in conv["words"]
+        order = content_words(story)
+        assert conv["words"] == sorted(conv["words"], key=order.index)
+    # always capitalised -> kept ("Lily"); capitalised once, lower case once -> lower case ("ball")
+    assert content_words("Lily found Ball. Lily threw the ball.") == ["Lily", "found", "ball", "threw"]
+
+
+def test_per_story_makes_several_training_conversations_and_one_validation():
+    stories = generated_documents(120, seed=8)
+    one = build_instruction_set(stories, seed=0, validation_fraction=0.3)
+    three = build_instruction_set(stories, seed=0, validation_fraction=0.3, per_story=3)
+    assert three["validation"] == one["validation"]
+    assert len(one["train"]) < len(three["train"]) <= 3 * len(one["train"])
+    assert all(c in three["train"] for c in one["train"])  # the first choice is the per_story=1 one
+    with pytest.raises(ValueError, match="per_story"):
+        build_instruction_set(stories, per_story=0)
+
+
 # ---------------------------------------------------------------- the script on the training loop
 
 

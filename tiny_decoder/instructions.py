@@ -3,8 +3,12 @@
 Eldan & Li (2023) built TinyStories-Instruct from each story's words, features and summary.
 Here every story becomes one conversation whose answer is the story (or its continuation):
 - "words": "Write a story that uses the words: dog, ball, happy." -> the story, which contains
-  them (three content words drawn from the story itself);
+  them (three content words drawn from the story's first `words_within` words, so they lie inside
+  the training window and the evaluation's generation length, listed in the order the story uses
+  them: the answer meets them first to last);
 - "beginning": "Write a story that begins with: <first sentence>" -> the rest of the story.
+`per_story` > 1 makes several conversations from each story (other word choices, the same split):
+more examples of the copying skill without more stories.
 Deterministic: the choices for a story depend on (seed, story text) only. The train/validation
 side of a story is its text's hash (data.in_validation), so a story and everything made from
 it never sit on both sides.
@@ -29,13 +33,16 @@ WORD = re.compile(r"[A-Za-z]+")
 
 
 def content_words(story: str) -> list[str]:
-    """Distinct lower-case words of 3+ letters that are not stopwords, in order of first use."""
-    seen = {}
+    """Distinct words of 3+ letters that are not stopwords, in order of first use.
+
+    Lower case, except a word the story always capitalises (a name: "Lily"), which keeps its
+    capital so the instruction holds the same token the answer uses.
+    """
+    forms: dict[str, set[str]] = {}
     for w in WORD.findall(story):
-        w = w.lower()
-        if len(w) >= 3 and w not in STOPWORDS and w not in seen:
-            seen[w] = None
-    return list(seen)
+        if len(w) >= 3 and w.lower() not in STOPWORDS:
+            forms.setdefault(w.lower(), set()).add(w)
+    return [w.capitalize() if all(f[0].isupper() for f in fs) else w for w, fs in forms.items()]
 
 
 def _rng(story: str, seed: int) -> random.Random:
@@ -46,7 +53,7 @@ def words_instruction(words: list[str]) -> str:
     return f"Write a story that uses the words: {', '.join(words)}."
 
 
-def story_to_conversation(story: str, seed: int = 0, n_words: int = 3) -> dict | None:
+def story_to_conversation(story: str, seed: int = 0, n_words: int = 3, words_within: int | None = 120) -> dict | None:
     """One conversation (with the requested words kept for evaluation), or None for a story too short."""
     story = story.strip()
     rng = _rng(story, seed)
@@ -55,21 +62,32 @@ def story_to_conversation(story: str, seed: int = 0, n_words: int = 3) -> dict |
         first, rest = sentences
         return {"messages": [{"role": "user", "content": f"Write a story that begins with: {first}"},
                              {"role": "assistant", "content": rest}], "task": "beginning"}
-    words = content_words(story)
+    head = story if words_within is None else " ".join(story.split()[:words_within])
+    words = content_words(head)
     if len(words) < n_words:
         return None
-    chosen = rng.sample(words, n_words)
+    chosen = sorted(rng.sample(words, n_words), key=words.index)
     return {"messages": [{"role": "user", "content": words_instruction(chosen)},
                          {"role": "assistant", "content": story}], "task": "words", "words": chosen}
 
 
-def build_instruction_set(stories, seed: int = 0, validation_fraction: float = 0.1, n_words: int = 3) -> dict:
-    """{"train": [...], "validation": [...]} conversations, split by each story's hash."""
+def build_instruction_set(stories, seed: int = 0, validation_fraction: float = 0.1, n_words: int = 3,
+                          words_within: int | None = 120, per_story: int = 1) -> dict:
+    """{"train": [...], "validation": [...]} conversations, split by each story's hash.
+
+    Validation keeps one conversation per story (a fixed evaluation set); train gets `per_story`.
+    """
+    if per_story < 1:
+        raise ValueError(f"per_story must be >= 1, got {per_story}.")
     out = {"train": [], "validation": []}
     for story in stories:
-        conv = story_to_conversation(story, seed, n_words)
-        if conv is not None:
-            out["validation" if in_validation(story.strip(), validation_fraction) else "train"].append(conv)
+        side = "validation" if in_validation(story.strip(), validation_fraction) else "train"
+        made = []
+        for k in range(1 if side == "validation" else per_story):
+            conv = story_to_conversation(story, seed + k, n_words, words_within)
+            if conv is not None and conv not in made:  # a short story may give the same choice twice
+                made.append(conv)
+        out[side].extend(made)
     return out
 
 
