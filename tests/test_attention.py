@@ -22,7 +22,7 @@ def naive_attention(attn, x, pos, mask, pe, theta):
     """Float64, one query row at a time: the definition, with no batching tricks."""
     x = x.double()
     b, t, _ = x.shape
-    h, hk, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
+    h, hk, d = attn.config.num_attention_heads, attn.config.num_key_value_heads, attn.head_dim
 
     def proj(layer, heads):
         w, bias = layer.weight.double(), layer.bias

@@ -24,7 +24,8 @@ def test_reload_gives_identical_logits(tmp_path, pe, tied):
     assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
     assert {"modeling_tiny_decoder.py", "configuration_tiny_decoder.py", "positions.py", "norms.py"} <= files
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
-    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification",
+                             "AutoModelForTokenClassification", "AutoModelForQuestionAnswering"}
 
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(loaded) is TinyDecoderForCausalLM
@@ -63,6 +64,10 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
         assert torch.equal(base(expected["ids"]).last_hidden_state, expected["hidden"])
         out = model.generate(expected["ids"][:, :3], max_new_tokens=5, do_sample=False)
         assert out.shape == (2, 8)
+        from transformers import AutoModelForSequenceClassification
+        head = AutoModelForSequenceClassification.from_pretrained({str(folder)!r}, trust_remote_code=True, num_labels=3)
+        assert torch.equal(head.model(expected["ids"]).last_hidden_state, expected["hidden"])  # same body
+        assert head(expected["ids"]).logits.shape == (2, 3)
         print("REMOTE_OK", type(model).__module__)
     """)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))

@@ -5,18 +5,33 @@ them for `register_for_auto_class`, so `save_pretrained` also writes the modelin
 `auto_map` (the folder then loads with `trust_remote_code=True` where this package is absent).
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+import transformers
+from transformers import AutoConfig
 
 from .configuration_tiny_decoder import TinyDecoderConfig
-from .modeling_tiny_decoder import TinyDecoderForCausalLM, TinyDecoderModel, TinyDecoderPreTrainedModel
+from .modeling_tiny_decoder import (
+    AUTO_CLASSES,
+    TinyDecoderForCausalLM,
+    TinyDecoderForQuestionAnswering,
+    TinyDecoderForSequenceClassification,
+    TinyDecoderForTokenClassification,
+    TinyDecoderModel,
+    TinyDecoderPreTrainedModel,
+)
 
 AutoConfig.register(TinyDecoderConfig.model_type, TinyDecoderConfig, exist_ok=True)
-AutoModel.register(TinyDecoderConfig, TinyDecoderModel, exist_ok=True)
-AutoModelForCausalLM.register(TinyDecoderConfig, TinyDecoderForCausalLM, exist_ok=True)
-
 TinyDecoderConfig.register_for_auto_class()
-TinyDecoderModel.register_for_auto_class("AutoModel")
-TinyDecoderForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+for _auto, _cls in AUTO_CLASSES.items():
+    getattr(transformers, _auto).register(TinyDecoderConfig, _cls, exist_ok=True)
+    _cls.register_for_auto_class(_auto)
 
-__all__ = ["TinyDecoderConfig", "TinyDecoderModel", "TinyDecoderForCausalLM", "TinyDecoderPreTrainedModel"]
+__all__ = [
+    "TinyDecoderConfig",
+    "TinyDecoderModel",
+    "TinyDecoderForCausalLM",
+    "TinyDecoderForSequenceClassification",
+    "TinyDecoderForTokenClassification",
+    "TinyDecoderForQuestionAnswering",
+    "TinyDecoderPreTrainedModel",
+]
 __version__ = "0.1.0"

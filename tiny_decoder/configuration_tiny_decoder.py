@@ -6,6 +6,7 @@ with the field name and the allowed values, instead of deep inside a forward pas
 """
 
 from transformers import PretrainedConfig
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 POSITION_EMBEDDINGS = ("rope", "alibi", "sinusoidal", "learned", "none")
 NORMS = ("rmsnorm", "layernorm")
@@ -16,6 +17,23 @@ HIDDEN_ACTS = ("gelu", "relu", "silu", "swiglu")
 class TinyDecoderConfig(PretrainedConfig):
     model_type = "tiny_decoder"
     keys_to_ignore_at_inference = ["cache", "past_key_values"]
+    # How `from_pretrained(..., tp_plan="auto")` shards the blocks (Megatron: column-split the
+    # projections into heads / MLP channels, row-split the ones back to the residual stream), and
+    # which module inputs/outputs a pipeline stage passes on.
+    base_model_tp_plan = {
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.mlp.gate_proj": "colwise",
+        "layers.*.mlp.up_proj": "colwise",
+        "layers.*.mlp.down_proj": "rowwise",
+    }
+    base_model_pp_plan = {
+        "embed_tokens": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "norm": (["hidden_states"], ["hidden_states"]),
+    }
 
     def __init__(
         self,
@@ -28,7 +46,8 @@ class TinyDecoderConfig(PretrainedConfig):
         intermediate_size: int | None = None,
         max_position_embeddings: int = 256,
         position_embedding: str = "rope",
-        rope_theta: float = 10000.0,
+        rope_parameters: dict | None = None,
+        rope_theta: float | None = None,
         alibi_slopes: list[float] | None = None,
         norm: str = "rmsnorm",
         norm_position: str = "pre",
@@ -63,7 +82,12 @@ class TinyDecoderConfig(PretrainedConfig):
         self.intermediate_size = intermediate_size
         self.max_position_embeddings = max_position_embeddings
         self.position_embedding = position_embedding
-        self.rope_theta = rope_theta
+        # transformers' RoPE dict: {"rope_type": "default" | "linear" | "dynamic" | "yarn" | "llama3" | ...,
+        # "rope_theta": ..., "factor": ..., "partial_rotary_factor": ...}. A top-level `rope_theta`
+        # (old config.json files, or a quick override) fills in rope_parameters["rope_theta"].
+        self.rope_parameters = dict(rope_parameters) if rope_parameters else None
+        if rope_theta is not None:
+            kwargs["rope_theta"] = rope_theta
         # ALiBi's slopes follow from the head count; pruning heads keeps the survivors' own slopes here.
         self.alibi_slopes = list(alibi_slopes) if alibi_slopes is not None else None
         self.norm = norm
@@ -78,6 +102,7 @@ class TinyDecoderConfig(PretrainedConfig):
         self.norm_bias = norm_bias
         self.initializer_range = initializer_range
         self.use_cache = use_cache
+        self.check_values(kwargs.get("rope_theta"))  # before transformers' own validators run in __init__
         super().__init__(
             bos_token_id=bos_token_id,
             eos_token_id=eos_token_id,
@@ -85,14 +110,23 @@ class TinyDecoderConfig(PretrainedConfig):
             tie_word_embeddings=tie_word_embeddings,
             **kwargs,
         )
-        self.check_values()
+        self.check_token_ids()
+
+    @property
+    def rope_theta(self) -> float:
+        return (self.__dict__.get("rope_parameters") or {}).get("rope_theta", self.default_theta)
+
+    def validate_rope(self):
+        # transformers checks rope_parameters on every config; only RoPE models use them.
+        if getattr(self, "position_embedding", "rope") == "rope":
+            super().validate_rope()
 
     def to_dict(self):
         out = super().to_dict()
         out.pop("_head_dim_given", None)
         return out
 
-    def check_values(self) -> None:
+    def check_values(self, rope_theta: float | None = None) -> None:
         """Raise ValueError naming the field, its value and what is allowed."""
         for name, allowed in (
             ("position_embedding", POSITION_EMBEDDINGS),
@@ -112,8 +146,11 @@ class TinyDecoderConfig(PretrainedConfig):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"TinyDecoderConfig.{name}={value!r} must be in [0, 1).")
+        rope = dict(self.rope_parameters or {})
+        rope.setdefault("rope_theta", self.default_theta if rope_theta is None else rope_theta)
+        rope.setdefault("rope_type", rope.get("type", "default"))
         for name in ("rope_theta", "norm_eps", "initializer_range"):
-            value = getattr(self, name)
+            value = rope["rope_theta"] if name == "rope_theta" else getattr(self, name)
             if not value > 0:
                 raise ValueError(f"TinyDecoderConfig.{name}={value!r} must be > 0.")
         if not self._head_dim_given and self.hidden_size % self.num_attention_heads:
@@ -127,11 +164,19 @@ class TinyDecoderConfig(PretrainedConfig):
                 f"TinyDecoderConfig.num_attention_heads={self.num_attention_heads} is not divisible by "
                 f"num_key_value_heads={self.num_key_value_heads}; use a divisor (1 = MQA, equal = MHA)."
             )
-        if self.position_embedding == "rope" and self.head_dim % 2:
-            raise ValueError(
-                f"TinyDecoderConfig.position_embedding='rope' needs an even head dimension, got "
-                f"head_dim = {self.head_dim}."
-            )
+        if self.position_embedding == "rope":
+            rope_type = rope["rope_type"]
+            if rope_type != "default" and rope_type not in ROPE_INIT_FUNCTIONS:
+                raise ValueError(
+                    f"TinyDecoderConfig.rope_parameters['rope_type']={rope_type!r} is not supported; choose one of "
+                    f"{['default', *ROPE_INIT_FUNCTIONS]}."
+                )
+            factor = rope.get("partial_rotary_factor", 1.0)
+            if not 0 < factor <= 1 or int(self.head_dim * factor) % 2:
+                raise ValueError(
+                    f"TinyDecoderConfig.position_embedding='rope' needs an even number of rotated channels, got "
+                    f"head_dim={self.head_dim} x partial_rotary_factor={factor}; use an even head_dim and a factor in (0, 1]."
+                )
         if self.alibi_slopes is not None and len(self.alibi_slopes) != self.num_attention_heads:
             raise ValueError(
                 f"TinyDecoderConfig.alibi_slopes has {len(self.alibi_slopes)} slopes for {self.num_attention_heads} "
@@ -139,6 +184,8 @@ class TinyDecoderConfig(PretrainedConfig):
             )
         if self.position_embedding == "sinusoidal" and self.hidden_size % 2:
             raise ValueError(f"TinyDecoderConfig.position_embedding='sinusoidal' needs an even hidden_size, got {self.hidden_size}.")
+
+    def check_token_ids(self) -> None:
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             value = getattr(self, name, None)
             ids = value if isinstance(value, list) else [value]

@@ -5,32 +5,53 @@ Design choices (each set by a field of `TinyDecoderConfig`):
 - N identical blocks: attention then MLP, each a residual branch; the norm sits before the
   branch ("pre", GPT-2/Llama) or after the residual add ("post", the 2017 Transformer).
 - Attention: separate q/k/v projections so k/v may have fewer heads (MHA, GQA, MQA);
-  RoPE rotates q and k, ALiBi adds a distance bias to the scores; two implementations chosen by
-  the standard `attn_implementation`: "eager" (scores, mask, softmax, weights @ V written out,
-  returns the weights) and "sdpa" (torch's fused kernel).
+  RoPE rotates q and k (`rope_parameters`: default, linear, dynamic, yarn, llama3, ...),
+  ALiBi adds a distance bias to the scores. The kernel is chosen by the standard
+  `attn_implementation` through transformers' attention interface: `eager_attention` below
+  (scores, mask, softmax, weights @ V written out; the reference every other kernel is tested
+  against, and the one that returns weights), "sdpa", "flex_attention", "flash_attention_*" or
+  any kernel registered with `AttentionInterface`. Masks come from transformers' masking
+  utilities, so padding, packed sequences (position_ids restarting) and static caches work
+  the same for every kernel.
 - MLP: up -> activation -> down, or SwiGLU's gated pair.
 - Norms: RMSNorm or LayerNorm, statistics in float32.
 - LM head tied to the token embedding by default; GPT-2 init (std 0.02, residual projections
   scaled by 1/sqrt(2 * layers)).
-- KV cache through transformers' `Cache` objects (`cache=`, alias `past_key_values=`), so
-  `generate()` works with greedy, top-k and top-p decoding.
+- KV cache through transformers' `Cache` objects (`cache=`; `past_key_values=` still works
+  with a FutureWarning), dynamic or static; no data-dependent Python branch in forward, so
+  `torch.compile(fullgraph=True)` and `torch.export` trace it.
+- Hidden states and attention weights are recorded by transformers' output-capture hooks
+  (`_can_record_outputs`), so `output_hidden_states=[i, j]` picks layers as with Llama.
+- Task heads (sequence / token classification, extractive QA) are transformers' generic heads
+  on top of `TinyDecoderModel`.
 No nn.Transformer, nn.MultiheadAttention or transformers model classes are used as parts.
 """
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import (
+    GenericForQuestionAnswering,
+    GenericForSequenceClassification,
+    GenericForTokenClassification,
+    GradientCheckpointingLayer,
+)
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_tiny_decoder import TinyDecoderConfig
 from .norms import build_norm
-from .positions import alibi_bias, apply_rope, rope_cos_sin, sinusoidal_embedding
+from .positions import RotaryEmbedding, alibi_bias, alibi_slopes, apply_rope, sinusoidal_embedding
+
+# Kernels that take an additive float bias (ALiBi) through the mask or `position_bias`.
+BIAS_CAPABLE = ("eager", "sdpa")
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -41,31 +62,24 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x[:, :, None].expand(b, h, n_rep, s, d).reshape(b, h * n_rep, s, d)
 
 
-def eager_attention(q, k, v, bias, is_causal: bool, dropout: float, training: bool):
-    """softmax(q k^T / sqrt(d) + bias) v, written out. Returns (output, weights)."""
-    k, v = repeat_kv(k, q.shape[1] // k.shape[1]), repeat_kv(v, q.shape[1] // v.shape[1])
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
-    if bias is not None:
-        scores = scores + bias
-    elif is_causal:
-        t, s = scores.shape[-2:]
-        future = torch.ones(t, s, dtype=torch.bool, device=q.device).triu(s - t + 1)
-        scores = scores.masked_fill(future, torch.finfo(scores.dtype).min)
-    weights = F.softmax(scores.float(), dim=-1).to(q.dtype)
-    weights = F.dropout(weights, p=dropout, training=training)
-    return weights @ v, weights
+def eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, position_bias=None, **kwargs):
+    """softmax(q k^T * scaling + bias + mask) v, written out. Returns ((B, T, H, d) output, weights).
 
-
-def sdpa_attention(q, k, v, bias, is_causal: bool, dropout: float, training: bool):
-    """The same computation through torch's fused kernel (kv heads shared, not copied); no weights."""
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=bias, dropout_p=dropout if training else 0.0,
-        is_causal=is_causal and bias is None, enable_gqa=q.shape[1] != k.shape[1],
-    )
-    return out, None
-
-
-ATTENTION_FUNCTIONS = {"eager": eager_attention, "sdpa": sdpa_attention}
+    `attention_mask` is an additive float mask or a boolean one (True = attend), (B|1, 1, T, S).
+    """
+    key, value = repeat_kv(key, module.num_key_value_groups), repeat_kv(value, module.num_key_value_groups)
+    scores = query @ key.transpose(-2, -1) * scaling  # (B, H, T, S)
+    if position_bias is not None:
+        scores = scores + position_bias
+    if attention_mask is not None:
+        mask = attention_mask[..., : key.shape[-2]]
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = (scores + mask).clamp(min=torch.finfo(scores.dtype).min)
+    weights = F.softmax(scores.float(), dim=-1).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return (weights @ value).transpose(1, 2).contiguous(), weights
 
 
 class CausalSelfAttention(nn.Module):
@@ -73,33 +87,41 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
+        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True  # read by the sdpa / flash / flex kernels
         bias = config.attention_bias
-        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.q_proj = nn.Linear(config.hidden_size, config.num_attention_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(config.num_attention_heads * self.head_dim, config.hidden_size, bias=bias)
         self.o_proj.is_residual_output = True  # scaled init, see _init_weights
 
-    def forward(self, x, rope=None, bias=None, is_causal=True, cache=None, output_attentions=False):
-        b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
-        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, H_kv, T, d)
-        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+        b, t, _ = hidden_states.shape
+        shape = (b, t, -1, self.head_dim)  # -1: the heads this process holds (all, unless tensor-parallel)
+        q = self.q_proj(hidden_states).view(shape).transpose(1, 2)  # (B, H, T, d)
+        k = self.k_proj(hidden_states).view(shape).transpose(1, 2)  # (B, H_kv, T, d)
+        v = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+        if position_embeddings is not None:
+            q, k = apply_rope(q, *position_embeddings), apply_rope(k, *position_embeddings)
         if cache is not None:
-            k, v = cache.update(k, v, self.layer_idx)  # (B, H_kv, S, d), S = past + T
-        impl = "eager" if output_attentions else (self.config._attn_implementation or "sdpa")
-        if impl not in ATTENTION_FUNCTIONS:
-            raise ValueError(f"attn_implementation={impl!r} is not supported by tiny_decoder; use 'eager' or 'sdpa'.")
-        y, weights = ATTENTION_FUNCTIONS[impl](
-            q, k, v, bias, is_causal, self.config.attention_dropout, self.training
+            k, v = cache.update(k, v, self.layer_idx)  # (B, H_kv, S, d), S = past + T (or the static length)
+        impl = self.config._attn_implementation or "eager"
+        if kwargs.get("output_attentions") and impl != "eager":
+            if impl not in BIAS_CAPABLE:
+                raise ValueError(
+                    f"output_attentions=True needs attention weights, which attn_implementation={impl!r} does not "
+                    "return; load the model with attn_implementation='eager' or call model.set_attn_implementation('eager')."
+                )
+            impl = "eager"  # the written-out kernel returns them; same result as sdpa
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(impl, eager_attention)  # "eager" -> ours
+        y, weights = attention(
+            self, q, k, v, attention_mask,
+            scaling=self.scaling, dropout=self.config.attention_dropout if self.training else 0.0, **kwargs,
         )
-        y = y.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim)
-        return self.o_proj(y), weights
+        return self.o_proj(y.reshape(b, t, -1)), weights
 
 
 class MLP(nn.Module):
@@ -135,16 +157,15 @@ class Block(GradientCheckpointingLayer):
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.residual_dropout)
 
-    def forward(self, x, rope=None, bias=None, is_causal=True, cache=None, output_attentions=False):
+    def forward(self, hidden_states, attention_mask=None, position_embeddings=None, cache=None, **kwargs):
+        x = hidden_states
         if self.pre_norm:
-            a, weights = self.self_attn(self.attn_norm(x), rope, bias, is_causal, cache, output_attentions)
+            a, _ = self.self_attn(self.attn_norm(x), position_embeddings, attention_mask, cache, **kwargs)
             x = x + self.dropout(a)
-            x = x + self.dropout(self.mlp(self.mlp_norm(x)))
-        else:
-            a, weights = self.self_attn(x, rope, bias, is_causal, cache, output_attentions)
-            x = self.attn_norm(x + self.dropout(a))
-            x = self.mlp_norm(x + self.dropout(self.mlp(x)))
-        return x, weights
+            return x + self.dropout(self.mlp(self.mlp_norm(x)))
+        a, _ = self.self_attn(x, position_embeddings, attention_mask, cache, **kwargs)
+        x = self.attn_norm(x + self.dropout(a))
+        return self.mlp_norm(x + self.dropout(self.mlp(x)))
 
 
 class TinyDecoderPreTrainedModel(PreTrainedModel):
@@ -154,19 +175,27 @@ class TinyDecoderPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["Block"]
     _supports_sdpa = True
-    _supports_attention_backend = False
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {"hidden_states": Block, "attentions": CausalSelfAttention}
 
     def _init_weights(self, module):
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             if getattr(module, "is_residual_output", False):
                 # GPT-2: residual-branch outputs shrink with depth so the residual stream's variance stays flat.
-                std = std / math.sqrt(2 * self.config.num_hidden_layers)
+                std = std / (2 * self.config.num_hidden_layers) ** 0.5
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, RotaryEmbedding):
+            inv_freq, _ = module.compute_inv_freq(module.config)
+            init.copy_(module.inv_freq, inv_freq)
+            init.copy_(module.original_inv_freq, inv_freq)
         elif hasattr(module, "weight") and module.__class__.__name__ in ("RMSNorm", "LayerNorm"):
             init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
@@ -181,6 +210,8 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         if config.position_embedding == "learned":
             self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        if config.position_embedding == "rope":
+            self.rotary_emb = RotaryEmbedding(config)
         self.dropout = nn.Dropout(config.embedding_dropout)
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
         # Post-norm blocks already end in a norm; pre-norm needs one before the head.
@@ -194,6 +225,9 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embed_tokens = value
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache", warn_if_greater_or_equal_version=True)
+    @merge_with_config_defaults
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -202,35 +236,22 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        past_key_values: Cache | None = None,
         **kwargs,
-    ):
+    ) -> BaseModelOutputWithPast:
         cfg = self.config
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
-        cache = cache if cache is not None else past_key_values
-        use_cache = cfg.use_cache if use_cache is None else use_cache
-        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = cfg.return_dict if return_dict is None else return_dict
-        if self.gradient_checkpointing and self.training:
-            use_cache = False
         if cache is not None and not isinstance(cache, Cache):
-            raise TypeError(f"cache must be a transformers Cache (e.g. DynamicCache), got {type(cache).__name__}.")
-        if use_cache and cache is None:
-            cache = DynamicCache(config=cfg)
-        if not use_cache:
-            cache = None
-
+            raise TypeError(
+                f"cache must be a transformers Cache (DynamicCache, StaticCache, ...), got {type(cache).__name__}; "
+                "legacy tuples of (key, value) are not accepted."
+            )
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         b, t, _ = inputs_embeds.shape
-        past = cache.get_seq_length() if cache is not None else 0
-        device = inputs_embeds.device
-        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[-1] != past + t:
+        past = cache.get_seq_length() if cache is not None else 0  # an int, or a tensor for a static cache
+        tracing = torch.compiler.is_compiling() or isinstance(past, torch.Tensor)
+        if not tracing and attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[-1] != past + t:
             raise ValueError(
                 f"attention_mask covers {attention_mask.shape[-1]} positions but the cache holds {past} and the "
                 f"input adds {t}; pass a mask over past and new tokens ({past + t})."
@@ -240,11 +261,18 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
                 # Count only real tokens, so left padding does not shift positions (as generate() does).
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -t:]
             else:
-                position_ids = torch.arange(past, past + t, device=device)[None]  # (1, T), broadcast over batch
+                position_ids = (torch.arange(t, device=inputs_embeds.device) + past)[None]  # (1, T)
+
+        # The mask sees only a cache the caller passed: a fresh one is empty, and without it
+        # packed sequences (position_ids restarting, no attention_mask) are detected.
+        kwargs["output_attentions"] = kwargs.get("output_attentions") or cfg.output_attentions
+        mask = self._attention_mask(inputs_embeds, attention_mask, cache, position_ids, kwargs["output_attentions"])
+        if use_cache and cache is None:
+            cache = DynamicCache(config=cfg)
 
         h = inputs_embeds
         if cfg.position_embedding == "learned":
-            if int(position_ids.max()) >= cfg.max_position_embeddings:
+            if not torch.compiler.is_compiling() and int(position_ids.max()) >= cfg.max_position_embeddings:
                 raise ValueError(
                     f"position {int(position_ids.max())} is beyond max_position_embeddings="
                     f"{cfg.max_position_embeddings} of the learned position table; shorten the input."
@@ -253,60 +281,43 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
         elif cfg.position_embedding == "sinusoidal":
             h = h + sinusoidal_embedding(position_ids, cfg.hidden_size, h.dtype)
         h = self.dropout(h)
-
-        rope = rope_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta, h.dtype) if cfg.position_embedding == "rope" else None
-        bias, is_causal = self._attention_bias(attention_mask, t, past + t, h.dtype, device)
-
-        all_hidden, all_attn = [], []
-        for block in self.layers:
-            if output_hidden_states:
-                all_hidden.append(h)
-            h, weights = block(h, rope=rope, bias=bias, is_causal=is_causal, cache=cache, output_attentions=output_attentions)
-            if output_attentions:
-                all_attn.append(weights)
-        h = self.norm(h)
-        if output_hidden_states:
-            all_hidden.append(h)
-
-        out = BaseModelOutputWithPast(
-            last_hidden_state=h,
-            cache=cache,
-            hidden_states=tuple(all_hidden) if output_hidden_states else None,
-            attentions=tuple(all_attn) if output_attentions else None,
-        )
-        return out if return_dict else out.to_tuple()
-
-    def _attention_bias(self, attention_mask, q_len, kv_len, dtype, device):
-        """Additive (B|1, H|1, q_len, kv_len) bias, or None when is_causal alone says it all.
-
-        Masked entries get dtype's min, not -inf, so a fully padded query row stays finite.
-        """
-        cfg = self.config
-        padding = attention_mask is not None and (attention_mask.dim() == 4 or not bool(attention_mask.all()))
-        if not padding and cfg.position_embedding != "alibi":
-            # No bias needed: is_causal covers training and prefill; one new token sees every key.
-            if q_len == 1 or q_len == kv_len:
-                return None, q_len > 1
-        neg = torch.finfo(dtype).min
-        if attention_mask is not None and attention_mask.dim() == 4:
-            m = attention_mask
-            bias = m if m.is_floating_point() else torch.zeros(m.shape, dtype=dtype, device=device).masked_fill(~m.bool(), neg)
-            bias = bias.to(dtype)
-        else:
-            q_pos = torch.arange(kv_len - q_len, kv_len, device=device)
-            allowed = q_pos[:, None] >= torch.arange(kv_len, device=device)[None, :]  # (T, S) causal
-            allowed = allowed[None, None]
-            if attention_mask is not None:
-                allowed = allowed & attention_mask.bool()[:, None, None, :]
-            bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, neg)
+        rope = self.rotary_emb(h, position_ids) if cfg.position_embedding == "rope" else None
         if cfg.position_embedding == "alibi":
-            bias = bias + alibi_bias(cfg.num_attention_heads, q_len, kv_len, device, dtype, cfg.alibi_slopes)
-            bias = bias.clamp(min=neg)
-        return bias, False
+            kwargs["position_bias"] = self._alibi(inputs_embeds, cache, past, mask)
+
+        for block in self.layers[: cfg.num_hidden_layers]:
+            h = block(h, attention_mask=mask, position_embeddings=rope, cache=cache, **kwargs)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(h), cache=cache)
+
+    def _attention_mask(self, inputs_embeds, attention_mask, cache, position_ids, output_attentions=False):
+        """The mask in the format the chosen kernel wants (None when `is_causal` says it all).
+
+        When weights are asked for, sdpa's mask is materialised: the eager kernel that returns
+        them has no `is_causal` shortcut.
+        """
+        if self.config.position_embedding == "alibi" and self.config._attn_implementation not in BIAS_CAPABLE:
+            raise ValueError(
+                f"position_embedding='alibi' adds a bias to the attention scores, which attn_implementation="
+                f"{self.config._attn_implementation!r} cannot take; use one of {list(BIAS_CAPABLE)}."
+            )
+        return create_causal_mask(
+            config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache,
+            position_ids=position_ids, allow_is_causal_skip=not output_attentions,
+        )
+
+    def _alibi(self, inputs_embeds, cache, past, mask):
+        """(1, H, T, S) ALiBi bias over the key slots the kernel will see (the whole static cache)."""
+        cfg, t, device = self.config, inputs_embeds.shape[1], inputs_embeds.device
+        kv_len = cache.get_mask_sizes(t, 0)[0] if cache is not None else (mask.shape[-1] if mask is not None else t)
+        slopes = alibi_slopes(cfg.num_attention_heads, device) if cfg.alibi_slopes is None else torch.tensor(cfg.alibi_slopes, device=device)
+        q_pos = torch.arange(t, device=device) + past
+        return alibi_bias(slopes, q_pos, torch.arange(kv_len, device=device)).to(inputs_embeds.dtype)
 
 
 class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: TinyDecoderConfig):
         super().__init__(config)
@@ -315,18 +326,13 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
         self.post_init()
 
     def save_pretrained(self, *args, **kwargs):
-        # auto_map names only the saved class; add the base model (same file) so AutoModel loads
-        # the folder with trust_remote_code too.
+        # auto_map names only the saved class; add the base model and the task heads (same file)
+        # so every Auto class loads the folder with trust_remote_code too.
         if self._auto_class is not None:
-            entry = {"AutoModel": f"{TinyDecoderModel.__module__.split('.')[-1]}.{TinyDecoderModel.__name__}"}
+            module = TinyDecoderModel.__module__.split(".")[-1]
+            entry = {auto: f"{module}.{cls.__name__}" for auto, cls in AUTO_CLASSES.items()}
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **entry}
         return super().save_pretrained(*args, **kwargs)
-
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value):
-        self.model.embed_tokens = value
 
     def get_output_embeddings(self):
         return self.lm_head
@@ -334,6 +340,8 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.lm_head = value
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache", warn_if_greater_or_equal_version=True)
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -343,29 +351,17 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        past_key_values: Cache | None = None,
         **kwargs,
-    ):
+    ) -> CausalLMOutputWithPast:
         """labels: (B, T) token ids, -100 where ignored; shifted inside the loss.
 
         `num_items_in_batch` (passed by Trainer through **kwargs) makes the loss a sum divided by
         the token count of the whole accumulated batch, so accumulation matches one big batch.
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache if cache is not None else past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+            inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs,
         )
         h = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
@@ -373,11 +369,31 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        out = CausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
-            cache=outputs.cache,
-            hidden_states=outputs.hidden_states,
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        return out if return_dict else out.to_tuple()
+
+
+class TinyDecoderForSequenceClassification(GenericForSequenceClassification, TinyDecoderPreTrainedModel):
+    """Scores from the last non-pad token (needs config.pad_token_id), as for Llama."""
+
+
+class TinyDecoderForTokenClassification(GenericForTokenClassification, TinyDecoderPreTrainedModel):
+    """One label per token from its hidden state."""
+
+
+class TinyDecoderForQuestionAnswering(GenericForQuestionAnswering, TinyDecoderPreTrainedModel):
+    """Start/end logits per token for extractive QA."""
+
+
+# The generic heads build their body with AutoModel.from_config: register it here, so that also
+# works where this file was loaded as remote code (trust_remote_code) without the package.
+AutoModel.register(TinyDecoderConfig, TinyDecoderModel, exist_ok=True)
+AUTO_CLASSES = {
+    "AutoModel": TinyDecoderModel,
+    "AutoModelForCausalLM": TinyDecoderForCausalLM,
+    "AutoModelForSequenceClassification": TinyDecoderForSequenceClassification,
+    "AutoModelForTokenClassification": TinyDecoderForTokenClassification,
+    "AutoModelForQuestionAnswering": TinyDecoderForQuestionAnswering,
+}

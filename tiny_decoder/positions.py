@@ -1,26 +1,62 @@
-"""Position information, one small function per scheme, chosen by `config.position_embedding`.
+"""Position information, one small piece per scheme, chosen by `config.position_embedding`.
 
-- "rope": rotary embeddings applied to q and k inside attention (Su et al. 2021).
+- "rope": rotary embeddings applied to q and k inside attention (Su et al. 2021); the
+  frequencies come from `config.rope_parameters` exactly as in transformers' own models
+  ("default", "linear", "dynamic", "yarn", "llama3", "longrope", through `ROPE_INIT_FUNCTIONS`),
+  optionally on only the first `partial_rotary_factor` of each head's channels.
 - "alibi": a per-head linear distance penalty added to attention scores (Press et al. 2022).
 - "sinusoidal": fixed sin/cos vectors added to token embeddings (Vaswani et al. 2017).
 - "learned": a trained embedding table added to token embeddings (GPT-2).
 - "none": no explicit positions; the causal mask alone leaks order (NoPE).
-
-Nothing here is a buffer: tables are recomputed from `position_ids` in each forward (a few
-hundred flops), so there is no non-persistent state to lose on `from_pretrained` or `to()`.
 """
 
 import math
 
 import torch
+from torch import nn
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 
 
-def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
-    """(B, T) positions -> cos, sin of shape (B, 1, T, head_dim), broadcast over heads."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32) / head_dim)
-    freqs = position_ids[:, :, None].float() * inv_freq  # (B, T, head_dim/2)
-    emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, head_dim)
-    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+class RotaryEmbedding(nn.Module):
+    """position_ids (B, T) -> cos, sin (B, T, rotary_dim), shared by every layer.
+
+    `inv_freq` is a non-persistent buffer (not in the checkpoint): `_init_weights` recomputes it
+    from the config, so `from_pretrained` and `.to()` always agree with `rope_parameters`.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.rope_type = config.rope_parameters["rope_type"]
+        if self.rope_type != "default" and self.rope_type not in ROPE_INIT_FUNCTIONS:
+            raise ValueError(
+                f"rope_parameters['rope_type']={self.rope_type!r} is not known; choose one of "
+                f"{['default', *ROPE_INIT_FUNCTIONS]}."
+            )
+        self.max_seq_len_cached = self.original_max_seq_len = config.max_position_embeddings
+        inv_freq, self.attention_scaling = self.compute_inv_freq(config)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
+
+    def compute_inv_freq(self, config, device=None):
+        if self.rope_type == "default":
+            return self.compute_default_rope_parameters(config, device)
+        return ROPE_INIT_FUNCTIONS[self.rope_type](config, device)
+
+    @staticmethod
+    def compute_default_rope_parameters(config, device=None, seq_len=None, **kwargs):
+        """theta^(-2i/d) for i < d/2, d = the rotated channels of a head; no attention scaling."""
+        params = config.rope_parameters
+        dim = int(config.head_dim * params.get("partial_rotary_factor", 1.0))
+        inv_freq = 1.0 / params["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim)
+        return inv_freq, 1.0
+
+    @torch.no_grad()
+    @dynamic_rope_update  # "dynamic" / "longrope" grow their frequencies past the trained length
+    def forward(self, x, position_ids):
+        freqs = position_ids[..., None].float() * self.inv_freq.to(x.device)  # (B, T, rotary_dim / 2)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return (emb.cos() * self.attention_scaling).to(x.dtype), (emb.sin() * self.attention_scaling).to(x.dtype)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -29,8 +65,13 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (i, i + d/2) of x (B, H, T, d) by the position angle."""
-    return x * cos + _rotate_half(x) * sin
+    """Rotate pairs (i, i + r/2) of the first r channels of x (B, H, T, d); cos, sin: (B, T, r)."""
+    cos, sin = cos[:, None], sin[:, None]
+    r = cos.shape[-1]
+    if r == x.shape[-1]:
+        return x * cos + _rotate_half(x) * sin
+    rot, rest = x[..., :r], x[..., r:]  # partial rotary: the remaining channels carry no position
+    return torch.cat((rot * cos + _rotate_half(rot) * sin, rest), dim=-1)
 
 
 def alibi_slopes(num_heads: int, device=None) -> torch.Tensor:
@@ -48,18 +89,14 @@ def alibi_slopes(num_heads: int, device=None) -> torch.Tensor:
     return torch.tensor(slopes, device=device, dtype=torch.float32)
 
 
-def alibi_bias(num_heads: int, q_len: int, kv_len: int, device, dtype, slopes=None) -> torch.Tensor:
-    """(1, H, q_len, kv_len) bias -slope * (i - j). Queries are the last q_len of kv_len slots.
-    `slopes` (one per head) replaces the standard ones, e.g. for the heads left after pruning.
+def alibi_bias(slopes: torch.Tensor, q_positions: torch.Tensor, kv_positions: torch.Tensor) -> torch.Tensor:
+    """(1, H, T, S) bias -slope * (i - j) for query slots i and key slots j of the cache.
 
     Slot distance equals position distance for every unmasked pair, also with left padding
     (pads sit before every real token and are masked), so no key positions need caching.
     """
-    q_pos = torch.arange(kv_len - q_len, kv_len, device=device)
-    k_pos = torch.arange(kv_len, device=device)
-    distance = (q_pos[:, None] - k_pos[None, :]).clamp(min=0).float()  # future keys are masked anyway
-    slopes = alibi_slopes(num_heads, device) if slopes is None else torch.tensor(slopes, device=device, dtype=torch.float32)
-    return (-slopes[:, None, None] * distance).to(dtype)[None]
+    distance = (q_positions[:, None] - kv_positions[None, :]).clamp(min=0).float()  # future keys are masked anyway
+    return (-slopes.float()[:, None, None] * distance)[None]
 
 
 def sinusoidal_embedding(position_ids: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
