@@ -235,7 +235,7 @@ def test_partial_rotary_leaves_the_other_channels_unrotated():
     rope = RotaryEmbedding(cfg)
     x = torch.randn(1, 4, 6, 16)
     cos, sin = rope(x, torch.arange(6)[None])
-    assert cos.shape == (1, 6, 8)
+    assert cos.shape == (1, 1, 6, 8)
     y = apply_rope(x, cos, sin)
     torch.testing.assert_close(y[..., 8:], x[..., 8:])
     full = RotaryEmbedding(small_config(hidden_size=32, num_attention_heads=4))  # head_dim 8, same frequencies?
@@ -299,3 +299,21 @@ def test_bad_input_gets_clear_errors():
         small_config(rope_parameters={"rope_type": "bogus"})
     with pytest.raises(ValueError, match="nope"):
         TinyDecoderForCausalLM._from_config(small_config(), attn_implementation="nope")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rmsnorm_fast_path_equals_the_written_out_formula_in_float64(dtype):
+    from tiny_decoder.norms import RMSNorm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(48, eps=1e-5).to(dtype)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = (torch.randn(3, 5, 48) * 4).to(dtype)
+    x64 = x.double()
+    want = norm.weight.double() * x64 / torch.sqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-5)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=2e-2)
+    torch.testing.assert_close(norm(x).double(), want, **tol)
+    x.requires_grad_(True)
+    norm(x).sum().backward()  # the fused kernel has a backward too
+    assert x.grad is not None and torch.isfinite(x.grad).all()

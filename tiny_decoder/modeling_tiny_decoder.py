@@ -155,7 +155,10 @@ class Block(GradientCheckpointingLayer):
         self.self_attn = CausalSelfAttention(config, layer_idx)
         self.mlp_norm = build_norm(config)
         self.mlp = MLP(config)
-        self.dropout = nn.Dropout(config.residual_dropout)
+        self.p_drop = config.residual_dropout
+
+    def dropout(self, x):
+        return F.dropout(x, self.p_drop, self.training) if self.p_drop else x
 
     def forward(self, hidden_states, attention_mask=None, position_embeddings=None, cache=None, **kwargs):
         x = hidden_states
@@ -212,7 +215,7 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
             self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         if config.position_embedding == "rope":
             self.rotary_emb = RotaryEmbedding(config)
-        self.dropout = nn.Dropout(config.embedding_dropout)
+        self.p_drop = config.embedding_dropout
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
         # Post-norm blocks already end in a norm; pre-norm needs one before the head.
         self.norm = build_norm(config) if config.norm_position == "pre" else nn.Identity()
@@ -280,7 +283,7 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
             h = h + self.embed_positions(position_ids)
         elif cfg.position_embedding == "sinusoidal":
             h = h + sinusoidal_embedding(position_ids, cfg.hidden_size, h.dtype)
-        h = self.dropout(h)
+        h = F.dropout(h, self.p_drop, self.training) if self.p_drop else h
         rope = self.rotary_emb(h, position_ids) if cfg.position_embedding == "rope" else None
         if cfg.position_embedding == "alibi":
             kwargs["position_bias"] = self._alibi(inputs_embeds, cache, past, mask)

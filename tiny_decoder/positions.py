@@ -18,7 +18,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_u
 
 
 class RotaryEmbedding(nn.Module):
-    """position_ids (B, T) -> cos, sin (B, T, rotary_dim), shared by every layer.
+    """position_ids (B, T) -> cos, sin (B, 1, T, rotary_dim), shared by every layer.
 
     `inv_freq` is a non-persistent buffer (not in the checkpoint): `_init_weights` recomputes it
     from the config, so `from_pretrained` and `.to()` always agree with `rope_parameters`.
@@ -54,9 +54,13 @@ class RotaryEmbedding(nn.Module):
     @torch.no_grad()
     @dynamic_rope_update  # "dynamic" / "longrope" grow their frequencies past the trained length
     def forward(self, x, position_ids):
-        freqs = position_ids[..., None].float() * self.inv_freq.to(x.device)  # (B, T, rotary_dim / 2)
+        """-> cos, sin of shape (B, 1, T, rotary_dim), broadcast over heads."""
+        freqs = position_ids[:, None, :, None].float() * self.inv_freq  # (B, 1, T, rotary_dim / 2)
         emb = torch.cat((freqs, freqs), dim=-1)
-        return (emb.cos() * self.attention_scaling).to(x.dtype), (emb.sin() * self.attention_scaling).to(x.dtype)
+        cos, sin = emb.cos(), emb.sin()
+        if self.attention_scaling != 1.0:  # yarn / longrope scale the logits through q and k
+            cos, sin = cos * self.attention_scaling, sin * self.attention_scaling
+        return cos.to(x.dtype), sin.to(x.dtype)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -65,8 +69,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (i, i + r/2) of the first r channels of x (B, H, T, d); cos, sin: (B, T, r)."""
-    cos, sin = cos[:, None], sin[:, None]
+    """Rotate pairs (i, i + r/2) of the first r channels of x (B, H, T, d); cos, sin: (B, 1, T, r)."""
     r = cos.shape[-1]
     if r == x.shape[-1]:
         return x * cos + _rotate_half(x) * sin
