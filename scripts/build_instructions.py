@@ -22,7 +22,7 @@ class BuildArguments:
     output_dir: str = field(default="runs/instruct", metadata={"help": "Where train.jsonl and validation.jsonl go."})
     seed: int = 0
     n_words: int = field(default=3, metadata={"help": "Words each 'uses the words' instruction asks for."})
-    words_within: int = field(default=120, metadata={"help": "Draw the requested words from the story's first N words."})
+    words_within: int = field(default=30, metadata={"help": "Draw the requested words from the story's first N words."})
     per_story: int = field(default=1, metadata={"help": "Conversations made from each training story (validation: one)."})
 
 

@@ -3,9 +3,10 @@
 Eldan & Li (2023) built TinyStories-Instruct from each story's words, features and summary.
 Here every story becomes one conversation whose answer is the story (or its continuation):
 - "words": "Write a story that uses the words: dog, ball, happy." -> the story, which contains
-  them (three content words drawn from the story's first `words_within` words, so they lie inside
-  the training window and the evaluation's generation length, listed in the order the story uses
-  them: the answer meets them first to last);
+  them (three content words drawn from the story's first `words_within` words, 30 by default,
+  listed in the order the story uses them: the answer uses the requested words early, a pattern a
+  small model learns in a few minutes; drawn from anywhere in the story the same fine-tuning moved
+  the score far less, see the README);
 - "beginning": "Write a story that begins with: <first sentence>" -> the rest of the story.
 `per_story` > 1 makes several conversations from each story (other word choices, the same split):
 more examples of the copying skill without more stories.
@@ -53,7 +54,7 @@ def words_instruction(words: list[str]) -> str:
     return f"Write a story that uses the words: {', '.join(words)}."
 
 
-def story_to_conversation(story: str, seed: int = 0, n_words: int = 3, words_within: int | None = 120) -> dict | None:
+def story_to_conversation(story: str, seed: int = 0, n_words: int = 3, words_within: int | None = 30) -> dict | None:
     """One conversation (with the requested words kept for evaluation), or None for a story too short."""
     story = story.strip()
     rng = _rng(story, seed)
@@ -72,7 +73,7 @@ def story_to_conversation(story: str, seed: int = 0, n_words: int = 3, words_wit
 
 
 def build_instruction_set(stories, seed: int = 0, validation_fraction: float = 0.1, n_words: int = 3,
-                          words_within: int | None = 120, per_story: int = 1) -> dict:
+                          words_within: int | None = 30, per_story: int = 1) -> dict:
     """{"train": [...], "validation": [...]} conversations, split by each story's hash.
 
     Validation keeps one conversation per story (a fixed evaluation set); train gets `per_story`.
