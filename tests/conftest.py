@@ -92,14 +92,17 @@ def cli_args(workdir, out, **over):
 
 
 def run_script(name, argv):
-    """scripts/NAME.py's main() in this process."""
-    import importlib
+    """scripts/NAME.py's main() in this process, imported as `scripts_NAME` (scripts/evaluate.py must not
+    take the place of the `evaluate` package in sys.modules)."""
+    import importlib.util
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        module = importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
+    module_name = f"scripts_{name}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, ROOT / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
     return module.main(argv)
 
 

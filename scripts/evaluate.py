@@ -1,0 +1,93 @@
+"""Perplexity of a causal LM (a folder or a Hub name; ours or any transformers model) on a dataset split or a
+text/JSONL file, with sample generations for fixed prompts at a fixed seed.
+
+    python scripts/evaluate.py --model_name_or_path runs/tiny --dataset_path ../shared/data/tinystories
+    python scripts/evaluate.py --model_name_or_path runs/tiny --dataset_path stories.txt --stride 128 --output_json ppl.json
+
+Texts longer than the model's context need --stride (sliding windows); see tiny_decoder/evaluation.py.
+"""
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# `python scripts/evaluate.py` puts scripts/ first on sys.path, where this file would stand in for the
+# `evaluate` package for anything that imports it; take the folder off again.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
+
+from tiny_decoder.cli import parse_args, run_command  # noqa: E402
+from tiny_decoder.data import DataArguments, load_raw_dataset  # noqa: E402
+from tiny_decoder.evaluation import perplexity  # noqa: E402
+
+
+@dataclass
+class EvaluateArguments:
+    model_name_or_path: str = field(metadata={"help": "A saved folder or a Hub name (any causal LM)."})
+    split: str = field(default="validation", metadata={"help": "Dataset split to score (a single file has 'train')."})
+    max_samples: int | None = field(default=None, metadata={"help": "Score only the first N texts."})
+    batch_size: int = 8
+    max_length: int | None = field(default=None, metadata={"help": "Window length; default: the model's context."})
+    stride: int | None = field(default=None, metadata={"help": "Sliding-window step for texts longer than the context."})
+    prompts: list[str] = field(default_factory=lambda: ["Once upon a time", "Lily and Tom went to the park."],
+                               metadata={"help": "Prompts for the sample generations."})
+    max_new_tokens: int = 60
+    seed: int = 0
+    output_json: str | None = field(default=None, metadata={"help": "Also write the numbers and samples here."})
+    trust_remote_code: bool = False
+
+
+def load_model(name: str, trust_remote_code: bool = False):
+    import tiny_decoder  # noqa: F401  (registers our classes with the Auto factories)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(name)
+    if path.exists() and not (path / "config.json").is_file():
+        raise ValueError(f"{name} has no config.json: not a saved model folder (save_pretrained writes one).")
+    model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code).eval()
+    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    return model, tokenizer
+
+
+@torch.no_grad()
+def samples(model, tokenizer, prompts, max_new_tokens, seed):
+    out = []
+    for prompt in prompts:
+        torch.manual_seed(seed)
+        ids = tokenizer(prompt, return_tensors="pt")
+        gen = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=True, top_k=50, top_p=0.95,
+                             pad_token_id=tokenizer.pad_token_id)
+        out.append({"prompt": prompt, "text": tokenizer.decode(gen[0], skip_special_tokens=True)})
+    return out
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args, data_args = parse_args((EvaluateArguments, DataArguments), argv)
+    model, tokenizer = load_model(args.model_name_or_path, args.trust_remote_code)
+    raw = load_raw_dataset(data_args)
+    if args.split not in raw:
+        raise ValueError(f"The data has no split {args.split!r}; it has {sorted(raw)}. Pass --split NAME.")
+    split = raw[args.split]
+    if data_args.text_column not in split.column_names:
+        raise ValueError(f"text_column={data_args.text_column!r} is not in the data; its columns are "
+                         f"{split.column_names}. Pass --text_column NAME.")
+    texts = split[data_args.text_column][: args.max_samples]
+    result = perplexity(model, tokenizer, texts, args.batch_size, args.max_length, args.stride, progress=True)
+    shown = samples(model, tokenizer, args.prompts, args.max_new_tokens, args.seed)
+    print(f"\n{args.model_name_or_path} on {data_args.local_path or data_args.dataset_name} [{args.split}], "
+          f"{result.texts} texts")
+    print(f"| loss | perplexity | tokens | tokens/s |\n|---|---|---|---|\n"
+          f"| {result.loss:.4f} | {result.perplexity:.2f} | {result.tokens:,} | {result.tokens_per_s:,.0f} |")
+    for s in shown:
+        print(f"\n> {s['prompt']}  (seed {args.seed})\n{s['text']}")
+    if args.output_json:
+        report = {**result.to_dict(), "model": args.model_name_or_path, "split": args.split, "samples": shown}
+        Path(args.output_json).write_text(json.dumps(report, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    run_command(main)
