@@ -36,6 +36,8 @@ class EvaluateArguments:
     max_new_tokens: int = 60
     seed: int = 0
     output_json: str | None = field(default=None, metadata={"help": "Also write the numbers and samples here."})
+    write_card: bool = field(default=False, metadata={"help": "Add the numbers, parameter table and samples to the "
+                                                          "model folder's card (README.md) and its model-index."})
     trust_remote_code: bool = False
 
 
@@ -86,6 +88,18 @@ def main(argv=None):
     if args.output_json:
         report = {**result.to_dict(), "model": args.model_name_or_path, "split": args.split, "samples": shown}
         Path(args.output_json).write_text(json.dumps(report, indent=2))
+    if args.write_card:
+        if not Path(args.model_name_or_path).is_dir():
+            raise ValueError("--write_card updates a local model folder's README.md; give a folder.")
+        from tiny_decoder.introspection import format_parameter_table, parameter_table
+        from tiny_decoder.model_card import evaluation_section, update_card_evaluation
+
+        dataset = data_args.dataset_name if not data_args.local_path else Path(data_args.local_path).name
+        section = evaluation_section(result, dataset, args.split, args.stride,
+                                     format_parameter_table(parameter_table(model)), shown)
+        update_card_evaluation(args.model_name_or_path, Path(args.model_name_or_path).name, section, dataset,
+                               args.split, result.perplexity)
+        print(f"updated {args.model_name_or_path}/README.md")
     return result
 
 

@@ -127,3 +127,26 @@ def test_script_prints_and_writes_numbers_and_samples(model_dir, tmp_path, capsy
     assert report["perplexity"] == pytest.approx(perplexity(model, tok, texts[10:]).perplexity, rel=1e-6)
     assert report["texts"] == 10 and len(report["samples"]) == 2 and report["samples"][0]["text"]
     assert f"{result.perplexity:.2f}" in capsys.readouterr().out
+
+
+def test_write_card_adds_the_numbers_and_a_model_index_the_hub_parser_reads(model_dir, tmp_path):
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    (folder / "README.md").write_text("---\nlicense: mit\ntags:\n- tiny-decoder\n---\n\n# tiny\n\n## Training\n\ntext\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "validation.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in generated_documents(8, seed=1)))
+    (data / "train.jsonl").write_text(json.dumps({"text": "Lily saw a cat."}) + "\n")
+    argv = ["--model_name_or_path", str(folder), "--dataset_path", str(data), "--max_new_tokens", "4", "--write_card", "true"]
+    result = run_script("evaluate", argv)
+    run_script("evaluate", argv)  # a second run replaces the section, it does not add another
+    text = (folder / "README.md").read_text()
+    assert text.count("## Evaluation") == 1 and "## Training" in text and f"| {result.perplexity:.2f} |" in text
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.license == "mit" and "tiny-decoder" in card.data.tags
+    [entry] = card.data.eval_results
+    assert entry.metric_type == "perplexity" and entry.metric_value == pytest.approx(result.perplexity, abs=1e-3)

@@ -193,3 +193,40 @@ def _yaml(obj, indent=0) -> str:
             else:
                 lines.append(f"{pad}- {json.dumps(v)}")
     return "\n".join(lines)
+
+
+def evaluation_section(result, dataset: str, split: str, stride, table_md: str, samples: list[dict]) -> str:
+    """The card's "## Evaluation" section from scripts/evaluate.py's numbers (never typed in)."""
+    shown = "\n".join(f"> {s['prompt']}\n\n{s['text']}\n" for s in samples)
+    return (f"## Evaluation\n\nPerplexity on {dataset} [{split}] by `scripts/evaluate.py` "
+            f"({result.texts:,} texts, {result.tokens:,} tokens scored"
+            f"{f', sliding window stride {stride}' if stride else ''}):\n\n"
+            f"| loss (nats/token) | perplexity | mean per-text perplexity |\n|---|---|---|\n"
+            f"| {result.loss:.4f} | {result.perplexity:.2f} | {sum(result.perplexities) / len(result.perplexities):.2f} |\n\n"
+            f"### Parameters\n\n{table_md}\n\n### Samples (fixed prompts and seed)\n\n{shown}")
+
+
+def update_card_evaluation(folder, name: str, section: str, dataset: str, split: str, perplexity: float) -> None:
+    """Put `section` into folder/README.md (replacing an earlier one) and a `model-index` perplexity entry in its
+    metadata, the Hub's format for evaluation results; written to a temporary file, then renamed."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(folder) / "README.md"
+    text = path.read_text() if path.exists() else ""
+    meta, body = {}, text
+    if text.startswith("---\n") and "\n---\n" in text[4:]:
+        head, body = text[4:].split("\n---\n", 1)
+        meta = yaml.safe_load(head) or {}
+    meta["model-index"] = [{"name": name, "results": [{
+        "task": {"type": "text-generation", "name": "Text generation"},
+        "dataset": {"name": dataset, "type": dataset, "split": split},
+        "metrics": [{"type": "perplexity", "value": round(perplexity, 4), "name": "Perplexity"}],
+    }]}]
+    body = re.sub(r"\n## Evaluation\n.*?(?=\n## |\Z)", "", body, flags=re.S).rstrip("\n")
+    out = f"---\n{yaml.safe_dump(meta, sort_keys=False).strip()}\n---\n{body}\n\n{section.rstrip()}\n"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(out)
+    tmp.replace(path)
