@@ -150,3 +150,23 @@ def test_write_card_adds_the_numbers_and_a_model_index_the_hub_parser_reads(mode
     assert card.data.license == "mit" and "tiny-decoder" in card.data.tags
     [entry] = card.data.eval_results
     assert entry.metric_type == "perplexity" and entry.metric_value == pytest.approx(result.perplexity, abs=1e-3)
+
+
+def test_any_transformers_causal_lm_folder_works(tmp_path, tiny_tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128,
+                                         pad_token_id=0, bos_token_id=1, eos_token_id=2)).eval()
+    llama.save_pretrained(tmp_path / "llama")
+    tiny_tokenizer.save_pretrained(tmp_path / "llama")
+    data = tmp_path / "data"
+    data.mkdir()
+    texts = generated_documents(6, seed=12)
+    (data / "validation.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    (data / "train.jsonl").write_text(json.dumps({"text": "Tom saw a boat."}) + "\n")
+    result = run_script("evaluate", ["--model_name_or_path", str(tmp_path / "llama"), "--dataset_path", str(data),
+                                     "--max_new_tokens", "3"])
+    assert result.perplexity == pytest.approx(perplexity(llama, tiny_tokenizer, texts).perplexity, rel=1e-6)
+    assert 1 < result.perplexity < 10 * len(tiny_tokenizer)

@@ -61,6 +61,10 @@ def test_attention_maps_are_causal_distributions_and_files_are_valid(tmp_path, t
     torch.testing.assert_close(w.sum(-1), torch.ones(layers, heads, t))
     assert torch.all(w.triu(1) == 0)
     assert (tmp_path / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    image = matplotlib.image.imread(tmp_path / "attention.png")  # decodes as an image, not just a header
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0
     page = _Page()
     page.feed((tmp_path / "attention.html").read_text())
     assert {"html", "select", "table", "script"} <= set(page.tags) and "http" not in page.script  # nothing fetched
