@@ -70,6 +70,8 @@ def main(argv=None):
     args, data_args = parse_args((EvaluateArguments, DataArguments), argv)
     model, tokenizer = load_model(args.model_name_or_path, args.trust_remote_code)
     raw = load_raw_dataset(data_args)
+    if args.split not in raw and len(raw) == 1:  # a single text/JSONL file: its one split
+        args.split = next(iter(raw))
     if args.split not in raw:
         raise ValueError(f"The data has no split {args.split!r}; it has {sorted(raw)}. Pass --split NAME.")
     split = raw[args.split]

@@ -170,3 +170,12 @@ def test_any_transformers_causal_lm_folder_works(tmp_path, tiny_tokenizer):
                                      "--max_new_tokens", "3"])
     assert result.perplexity == pytest.approx(perplexity(llama, tiny_tokenizer, texts).perplexity, rel=1e-6)
     assert 1 < result.perplexity < 10 * len(tiny_tokenizer)
+
+
+def test_a_plain_text_file_is_scored_with_a_stride(model_dir, tmp_path):
+    story = " ".join(generated_documents(30, seed=13))
+    (tmp_path / "stories.txt").write_text(story)
+    result = run_script("evaluate", ["--model_name_or_path", str(model_dir), "--dataset_path", str(tmp_path / "stories.txt"),
+                                     "--stride", "64", "--max_new_tokens", "3"])
+    model, tok = load(model_dir)
+    assert result.texts == 1 and result.tokens == len(tok(story)["input_ids"]) - 1
