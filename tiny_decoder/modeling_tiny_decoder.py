@@ -47,7 +47,7 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_tiny_decoder import TinyDecoderConfig
-from .norms import build_norm
+from .norms import at_least_float32, build_norm
 from .positions import RotaryEmbedding, alibi_bias, alibi_slopes, apply_rope, sinusoidal_embedding
 
 # Kernels that take an additive float bias (ALiBi) through the mask or `position_bias`.
@@ -77,7 +77,7 @@ def eager_attention(module, query, key, value, attention_mask, scaling, dropout=
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         else:
             scores = (scores + mask).clamp(min=torch.finfo(scores.dtype).min)
-    weights = F.softmax(scores.float(), dim=-1).to(query.dtype)
+    weights = F.softmax(at_least_float32(scores), dim=-1).to(query.dtype)
     weights = F.dropout(weights, p=dropout, training=module.training)
     return (weights @ value).transpose(1, 2).contiguous(), weights
 
