@@ -18,7 +18,7 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 
 import torch  # noqa: E402
 
-from tiny_decoder.cli import parse_args, run_command  # noqa: E402
+from tiny_decoder.cli import check_model_folder, parse_args, run_command  # noqa: E402
 from tiny_decoder.data import DataArguments, load_raw_dataset  # noqa: E402
 from tiny_decoder.evaluation import perplexity  # noqa: E402
 
@@ -45,9 +45,7 @@ def load_model(name: str, trust_remote_code: bool = False):
     import tiny_decoder  # noqa: F401  (registers our classes with the Auto factories)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(name)
-    if path.exists() and not (path / "config.json").is_file():
-        raise ValueError(f"{name} has no config.json: not a saved model folder (save_pretrained writes one).")
+    check_model_folder(name)
     model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code).eval()
     tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     return model, tokenizer

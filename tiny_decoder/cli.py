@@ -25,6 +25,15 @@ def parse_args(dataclass_types, argv: list[str]) -> tuple:
     return parser.parse_args_into_dataclasses(argv)
 
 
+def check_model_folder(name_or_path: str) -> None:
+    """A local path given as a model must be a saved folder (Hub names pass through to from_pretrained)."""
+    from pathlib import Path
+
+    path = Path(name_or_path)
+    if path.exists() and not (path / "config.json").is_file():
+        raise ValueError(f"{name_or_path} has no config.json: not a saved model folder (save_pretrained writes one).")
+
+
 def _read_file(path: str) -> dict:
     import json
     from pathlib import Path
