@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test train distill sft bench clean
+.PHONY: setup test train distill sft zeroth-order bench clean
 
 setup: $(STAMP)
 
@@ -61,8 +61,17 @@ sft: setup
 	$(BIN)/python scripts/evaluate_sft.py --base_model "$(TEACHER)" --sft_model runs/tiny-sft --dataset_path runs/instruct \
 	  --output_json runs/sft_eval.json
 
+# Zeroth-order (SPSA/MeZO, forward passes only) against AdamW: recover the pruned `make train` model (TEACHER,
+# trained first when missing) and train `nano` from scratch, each both ways; table, curves and step memory
+# in runs/zeroth-order.
+zeroth-order: setup
+	@test -f "$(TEACHER)/model.safetensors" || { test "$(TEACHER)" = runs/tiny && $(MAKE) train; } || { \
+	  echo "error: no model at TEACHER=$(TEACHER) (model.safetensors missing)."; exit 2; }
+	$(BIN)/python scripts/zeroth_order_experiment.py --base_model "$(TEACHER)" $(DATA_FLAG) --output_dir runs/zeroth-order
+
 bench: setup
 	$(BIN)/python bench/speed.py
+	$(BIN)/python bench/zeroth_order.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

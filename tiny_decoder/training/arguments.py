@@ -80,10 +80,29 @@ class TrainArguments:
     hub_model_id: str | None = None
     hub_strategy: str = field(default="end", metadata={"help": "'end', or 'checkpoint' to push every checkpoint too."})
     hub_private_repo: bool = False
+    # Zeroth-order training (training/zeroth_order.py): forward passes only, at inference memory.
+    optim: str = field(default="adamw_torch", metadata={"help": "'adamw_torch' (backprop), or 'zeroth_order' (SPSA/MeZO: "
+                                                                "forward passes only; learning_rate is its step size)."})
+    zo_eps: float = field(default=1e-3, metadata={"help": "Zeroth-order: probe size eps (w +/- eps*u)."})
+    zo_num_directions: int = field(default=1, metadata={"help": "Zeroth-order: random directions per micro-batch, averaged."})
+    zo_difference: str = field(default="central", metadata={"help": "'central' (2 forwards per direction) or 'forward' (1, plus L(w))."})
+    zo_adaptive_eps: bool = field(default=False, metadata={"help": "Zeroth-order: scale each tensor's probe by its RMS."})
+    zo_tensor_fraction: float = field(default=1.0, metadata={"help": "Zeroth-order: perturb and update this random fraction of "
+                                                                     "the parameter tensors per step."})
+    zo_momentum: float = field(default=0.0, metadata={"help": "Zeroth-order: EMA of the estimate (0: none, no extra buffers)."})
+    zo_clip: float = field(default=0.0, metadata={"help": "Zeroth-order: clip each projected gradient to +/- this (0: off)."})
+    zo_line_search: bool = field(default=False, metadata={"help": "Zeroth-order: try 0.5x, 1x, 2x the step on the batch, keep the best."})
+    zo_batched: bool = field(default=False, metadata={"help": "Zeroth-order: all probes of a micro-batch in one vmap'd forward "
+                                                              "(faster when memory allows)."})
+    zo_hybrid: str = field(default="none", metadata={"help": "'none', 'zo_then_backprop' or 'backprop_then_zo' (switch at zo_switch_step)."})
+    zo_switch_step: int = field(default=0, metadata={"help": "Hybrid: the optimizer step at which the second phase starts."})
+    backprop_learning_rate: float = field(default=1e-3, metadata={"help": "Hybrid: AdamW's peak learning rate in its phase."})
 
     def __post_init__(self):
         choices = {"lr_scheduler_type": ("cosine", "linear", "constant"), "mixed_precision": ("no", "bf16", "fp16"),
-                   "hub_strategy": ("end", "checkpoint"), "report_to": ("tensorboard", "all", "none")}
+                   "hub_strategy": ("end", "checkpoint"), "report_to": ("tensorboard", "all", "none"),
+                   "optim": ("adamw_torch", "zeroth_order"), "zo_difference": ("central", "forward"),
+                   "zo_hybrid": ("none", "zo_then_backprop", "backprop_then_zo")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not supported; choose one of {list(allowed)}.")
@@ -110,8 +129,36 @@ class TrainArguments:
             raise ValueError(f"max_train_minutes={self.max_train_minutes} must be > 0 (leave it unset for no limit).")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ValueError(f"save_total_limit={self.save_total_limit} must be >= 1 (leave it unset to keep every checkpoint).")
+        self._check_zeroth_order()
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("push_to_hub needs --hub_model_id NAME (e.g. your-user/tiny-stories).")
+
+    def _check_zeroth_order(self):
+        if self.optim != "zeroth_order":
+            if self.zo_hybrid != "none":
+                raise ValueError(f"zo_hybrid={self.zo_hybrid!r} needs --optim zeroth_order.")
+            return
+        if self.torch_compile:
+            raise ValueError("--torch_compile does not combine with --optim zeroth_order (each probe swaps perturbed "
+                             "weights in, which would recompile every forward); drop --torch_compile.")
+        if self.mixed_precision == "fp16":
+            raise ValueError("--mixed_precision fp16 does not combine with --optim zeroth_order (there is no gradient "
+                             "to scale); use bf16 or no.")
+        if not self.zo_eps > 0:
+            raise ValueError(f"zo_eps={self.zo_eps} must be > 0.")
+        if self.zo_num_directions < 1:
+            raise ValueError(f"zo_num_directions={self.zo_num_directions} must be >= 1.")
+        if not 0 < self.zo_tensor_fraction <= 1:
+            raise ValueError(f"zo_tensor_fraction={self.zo_tensor_fraction} must be in (0, 1].")
+        if not 0 <= self.zo_momentum < 1:
+            raise ValueError(f"zo_momentum={self.zo_momentum} must be in [0, 1).")
+        if self.zo_clip < 0:
+            raise ValueError(f"zo_clip={self.zo_clip} must be >= 0 (0: no clipping).")
+        if self.zo_hybrid != "none" and self.zo_switch_step < 1:
+            raise ValueError(f"zo_hybrid={self.zo_hybrid!r} needs --zo_switch_step N >= 1 (the step where the second "
+                             f"phase starts).")
+        if not self.backprop_learning_rate > 0:
+            raise ValueError(f"backprop_learning_rate={self.backprop_learning_rate} must be > 0.")
 
 
 def _looks_local(name: str) -> bool:

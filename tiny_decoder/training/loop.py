@@ -30,7 +30,7 @@ from .arguments import build_config, check_model_sources
 from .budget import CALIBRATION, plan_total_steps
 from .checkpoint import install_state_hooks, list_checkpoints, resolve_checkpoint, save_checkpoint, verify_checkpoint
 from .objective import CausalLMObjective
-from .optim import build_optimizer, lr_lambda
+from .optim import build_optimizers, build_steps, lr_lambda, optimizer_card_section
 from .report import MetricsLog, describe_data, describe_hardware, device_peak_flops, flops_per_token, plot_loss_curve
 from .run_dir import check_output_dir, clear_run, save_atomically
 
@@ -260,10 +260,11 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
 
     if args.torch_compile:
         model = torch.compile(model)
-    optimizer, scheduler = build_optimizer(model, args, total_steps)
+    optimizers, scheduler = build_optimizers(model, args, total_steps, accelerator)  # two for a hybrid run
     # The scheduler stays out of prepare(): there it would step once per process per optimizer step.
-    model, optimizer, train_dl, eval_dl = accelerator.prepare(model, optimizer, train_dl, eval_dl)
+    model, *optimizers, train_dl, eval_dl = accelerator.prepare(model, *optimizers, train_dl, eval_dl)
     accelerator.register_for_checkpointing(scheduler)
+    steps = build_steps(args, accelerator, optimizers, scheduler)
 
     if resume_from is not None:
         if state["step"] >= total_steps:
@@ -286,12 +287,13 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         f"{accelerator.num_processes} process(es) on {accelerator.device}, precision {args.mixed_precision}")
 
     progress = {k: state[k] for k in ("step", "epoch", "batch_in_epoch", "tokens")}
+    progress["forward_passes"] = state.get("forward_passes", 0)  # batches forwarded, all processes (loss vs compute)
     progress["objective"] = objective.signature()
     for k in ("planned_total_steps", "planned_from"):
         if k in state:
             progress[k] = state[k]
     t_start = time.time()
-    ctx = dict(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, train_dl=train_dl,
+    ctx = dict(accelerator=accelerator, model=model, steps=steps, scheduler=scheduler, train_dl=train_dl,
                eval_dl=eval_dl, sampler=sampler, args=args, total_steps=total_steps, tokens_per_step=tokens_per_step,
                log=log, fpt=fpt, peak=peak, streaming=streaming, t_start=t_start, objective=objective,
                eval_tokens=(min(len(blocks["validation"]), (args.max_eval_batches or 10**9) * args.per_device_eval_batch_size)
@@ -337,8 +339,9 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
             "mixed_precision": "fp32" if args.mixed_precision == "no" else args.mixed_precision, "hardware": describe_hardware(accelerator),
             "minutes": minutes, "eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50)),
             "command": command or " ".join(sys.argv), "prompt": args.sample_prompt, "seed": args.seed,
-            "samples": samples, "params": n_params, "method": objective.card_section(),
-            "base_model": model_args.model_name_or_path, "tags": objective.tags,
+            "samples": samples, "params": n_params, "method": objective.card_section() + optimizer_card_section(args),
+            "base_model": model_args.model_name_or_path,
+            "tags": objective.tags + (("zeroth-order",) if args.optim == "zeroth_order" else ()),
         })
         (out_dir / "README.md.tmp").write_text(card)
         (out_dir / "README.md.tmp").replace(out_dir / "README.md")
@@ -350,7 +353,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
     return result
 
 
-def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, train_dl, eval_dl, sampler, args,
+def train_steps(progress, stop, *, accelerator, model, steps, scheduler, train_dl, eval_dl, sampler, args,
                 total_steps, tokens_per_step, log, fpt, peak, streaming, t_start, eval_tokens, objective):
     """Optimizer steps until the schedule ends, time runs out or Ctrl-C; returns (last eval loss, stopped by user).
 
@@ -359,6 +362,7 @@ def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, tra
     """
     main = accelerator.is_main_process
     step, epoch, skip, tokens = progress["step"], progress["epoch"], progress["batch_in_epoch"], progress["tokens"]
+    forwards_before = progress["forward_passes"]
     bar = tqdm(total=total_steps, initial=step, disable=not main, dynamic_ncols=True, desc="train")
     t_log = time.time()
     loss_sum, micro, window = torch.zeros((), device=accelerator.device), 0, 0
@@ -379,12 +383,7 @@ def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, tra
         for batch in dl:
             batch_in_epoch += 1
             with accelerator.accumulate(model):
-                loss, extras = objective(model, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                loss, extras = steps.at(step)(model, objective, batch)  # backprop, or forward passes only
             loss_sum += loss.detach().float()
             for k, v in extras.items():
                 extra_sums[k] = extra_sums.get(k, 0.0) + v.detach().float()
@@ -395,7 +394,8 @@ def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, tra
             step += 1
             window += 1
             tokens += tokens_per_step
-            progress.update(step=step, epoch=epoch, batch_in_epoch=batch_in_epoch, tokens=tokens)
+            progress.update(step=step, epoch=epoch, batch_in_epoch=batch_in_epoch, tokens=tokens,
+                            forward_passes=forwards_before + steps.forward_passes * accelerator.num_processes)
             bar.update(1)
             # Several processes agree by an all-reduce, so only at logging steps (which sync anyway), not every step.
             if accelerator.num_processes == 1 or step % args.logging_steps == 0:
@@ -414,6 +414,7 @@ def train_steps(progress, stop, *, accelerator, model, optimizer, scheduler, tra
                               tokens_per_s=tokens_per_step * window / max(now - t_log, 1e-9))
                 for k, v in extra_sums.items():
                     record[k] = accelerator.reduce(v / micro, reduction="mean").item()
+                record.update(forward_passes=progress["forward_passes"], **steps.pop_stats())
                 if peak:
                     record["mfu"] = record["tokens_per_s"] * fpt / (peak * accelerator.num_processes)
                 t_log, loss_sum, micro, window, extra_sums = now, loss_sum * 0, 0, 0, {}

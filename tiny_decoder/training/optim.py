@@ -41,3 +41,164 @@ def build_optimizer(model, args, total_steps: int):
         optimizer, lr_lambda(args.lr_scheduler_type, args.warmup_steps, total_steps, args.min_lr_ratio)
     )
     return optimizer, scheduler
+
+
+# ---------------------------------------------------------------------------- what one micro-batch does
+# The loop calls `steps.at(step)(model, objective, batch)` inside `accelerator.accumulate`; the
+# optimizer's own step runs at the end of an accumulation (accelerate skips it before).
+
+class BackpropStep:
+    """Loss, backward, clipping at the accumulation's end, optimizer step."""
+
+    def __init__(self, accelerator, optimizer, max_grad_norm: float):
+        self.accelerator, self.optimizer, self.max_grad_norm = accelerator, optimizer, max_grad_norm
+        self.forward_passes = 0
+
+    def __call__(self, model, objective, batch):
+        loss, extras = objective(model, batch)
+        self.accelerator.backward(loss)
+        if self.accelerator.sync_gradients and self.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(model.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.forward_passes += 1
+        return loss, extras
+
+    def pop_stats(self) -> dict:
+        return {}
+
+
+class ZerothOrderStep:
+    """Forward passes only (no autograd graph, eval mode as in MeZO: no dropout between the +/- probes)."""
+
+    def __init__(self, accelerator, optimizer):
+        self.accelerator, self.optimizer = accelerator, optimizer
+        self.zo = getattr(optimizer, "optimizer", optimizer)  # inside accelerate's wrapper
+
+    @property
+    def forward_passes(self) -> int:
+        return self.zo.forward_passes
+
+    def __call__(self, model, objective, batch):
+        module = self.accelerator.unwrap_model(model)  # not the DDP wrapper: probes need no gradient sync
+        was_training = module.training
+        module.eval()
+        try:
+            loss = self.zo.probe(module, lambda m: objective(m, batch)[0])
+        finally:
+            module.train(was_training)
+        self.optimizer.step()
+        return loss, {}
+
+    def pop_stats(self) -> dict:
+        return self.zo.pop_stats()
+
+
+class Steps:
+    """The rule for each optimizer step: one rule, or two phases switching at `switch_step` (hybrid)."""
+
+    def __init__(self, rules: list, switch_step: int = 0, scheduler=None):
+        self.rules, self.switch_step, self.scheduler = rules, switch_step, scheduler
+
+    def at(self, step: int):
+        phase = 0 if len(self.rules) == 1 or step < self.switch_step else 1
+        if isinstance(self.scheduler, SchedulerGroup):
+            self.scheduler.current = phase
+        return self.rules[phase]
+
+    @property
+    def forward_passes(self) -> int:
+        return sum(r.forward_passes for r in self.rules)
+
+    def pop_stats(self) -> dict:
+        out = {}
+        for r in self.rules:
+            out.update(r.pop_stats())
+        return out
+
+
+class SchedulerGroup:
+    """One schedule over several optimizers (the two phases of a hybrid run); reports the current phase's lr."""
+
+    def __init__(self, schedulers):
+        self.schedulers, self.current = schedulers, 0
+
+    def step(self):
+        import warnings
+
+        with warnings.catch_warnings():  # the idle phase's optimizer has not stepped: expected, not a misuse
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            for s in self.schedulers:
+                s.step()
+
+    def get_last_lr(self):
+        return self.schedulers[self.current].get_last_lr()
+
+    @property
+    def lr_lambdas(self):
+        return self.schedulers[0].lr_lambdas
+
+    @lr_lambdas.setter
+    def lr_lambdas(self, value):
+        for s in self.schedulers:
+            s.lr_lambdas = [value[0]] * len(s.lr_lambdas)
+
+    def state_dict(self):
+        return {"schedulers": [s.state_dict() for s in self.schedulers]}
+
+    def load_state_dict(self, state):
+        for s, st in zip(self.schedulers, state["schedulers"]):
+            s.load_state_dict(st)
+
+
+def build_zeroth_order(model, args, learning_rate: float, process_index: int = 0, num_processes: int = 1):
+    from .zeroth_order import ZerothOrderOptimizer
+
+    return ZerothOrderOptimizer(
+        param_groups(model, args.weight_decay), lr=learning_rate, eps=args.zo_eps, num_directions=args.zo_num_directions,
+        difference=args.zo_difference, adaptive_eps=args.zo_adaptive_eps, tensor_fraction=args.zo_tensor_fraction,
+        momentum=args.zo_momentum, clip=args.zo_clip, line_search=args.zo_line_search, batched=args.zo_batched,
+        seed=args.seed, process_index=process_index, num_processes=num_processes)
+
+
+def build_optimizers(model, args, total_steps: int, accelerator) -> tuple[list, object]:
+    """([optimizer] or, for a hybrid run, [first phase's, second phase's], scheduler)."""
+    if args.optim == "adamw_torch":
+        optimizer, scheduler = build_optimizer(model, args, total_steps)
+        return [optimizer], scheduler
+    zo = build_zeroth_order(model, args, args.learning_rate, accelerator.process_index, accelerator.num_processes)
+    optimizers = [zo]
+    if args.zo_hybrid != "none":
+        adamw = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.backprop_learning_rate,
+                                  betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+        optimizers = [zo, adamw] if args.zo_hybrid == "zo_then_backprop" else [adamw, zo]
+    schedule = lr_lambda(args.lr_scheduler_type, args.warmup_steps, total_steps, args.min_lr_ratio)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in optimizers]
+    return optimizers, (schedulers[0] if len(schedulers) == 1 else SchedulerGroup(schedulers))
+
+
+def build_steps(args, accelerator, optimizers, scheduler) -> Steps:
+    """The micro-batch rule(s) for the prepared optimizers of build_optimizers."""
+    from .zeroth_order import ZerothOrderOptimizer
+
+    rules = [ZerothOrderStep(accelerator, o) if isinstance(getattr(o, "optimizer", o), ZerothOrderOptimizer)
+             else BackpropStep(accelerator, o, args.max_grad_norm) for o in optimizers]
+    return Steps(rules, args.zo_switch_step, scheduler)
+
+
+def optimizer_card_section(args) -> str:
+    """Markdown for the model card when the run did not train by backprop alone."""
+    if args.optim != "zeroth_order":
+        return ""
+    how = (f"{args.zo_difference} differences along {args.zo_num_directions} random direction(s) per micro-batch, "
+           f"eps {args.zo_eps:g}{' scaled to each tensor' + chr(39) + 's RMS' if args.zo_adaptive_eps else ''}")
+    extra = [f"{args.zo_tensor_fraction:.0%} of the tensors per step" if args.zo_tensor_fraction < 1 else "",
+             f"EMA {args.zo_momentum:g}" if args.zo_momentum else "", f"clip {args.zo_clip:g}" if args.zo_clip else "",
+             "line search" if args.zo_line_search else ""]
+    text = (f"\n## Zeroth-order training\n\nTrained with forward passes only (SPSA / MeZO, Malladi et al. 2023): "
+            f"{how}; {', '.join(e for e in extra if e) or 'no other options'}; learning rate {args.learning_rate:g}.\n")
+    if args.zo_hybrid != "none":
+        first, second = ("zeroth-order", "AdamW backprop") if args.zo_hybrid == "zo_then_backprop" else ("AdamW backprop", "zeroth-order")
+        text += (f"Hybrid schedule: {first} for the first {args.zo_switch_step} steps, then {second} "
+                 f"(AdamW at learning rate {args.backprop_learning_rate:g}).\n")
+    return text
