@@ -137,3 +137,12 @@ def test_the_experiment_script_writes_its_table_curves_and_results(workdir, tmp_
     assert table.count("| zeroth_order |") == 2 and "forward passes" in table
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "pruned" / "model.safetensors").exists()  # the fine-tune setting starts from the pruned base
+
+
+def test_every_logged_record_carries_forward_passes(workdir, tmp_path):
+    """Evaluations off the logging grid too (loss vs compute curves read them)."""
+    out = tmp_path / "grid"
+    run(cli_args(workdir, out, max_steps=6, logging_steps=2, eval_steps=3, **ZO))
+    rows = metrics(out)
+    assert any("eval_loss" in r and "loss" not in r for r in rows)  # step 3: an evaluation alone
+    assert all(r["forward_passes"] == 2 * r["step"] for r in rows)

@@ -414,7 +414,7 @@ def train_steps(progress, stop, *, accelerator, model, steps, scheduler, train_d
                               tokens_per_s=tokens_per_step * window / max(now - t_log, 1e-9))
                 for k, v in extra_sums.items():
                     record[k] = accelerator.reduce(v / micro, reduction="mean").item()
-                record.update(forward_passes=progress["forward_passes"], **steps.pop_stats())
+                record.update(steps.pop_stats())
                 if peak:
                     record["mfu"] = record["tokens_per_s"] * fpt / (peak * accelerator.num_processes)
                 t_log, loss_sum, micro, window, extra_sums = now, loss_sum * 0, 0, 0, {}
@@ -427,6 +427,7 @@ def train_steps(progress, stop, *, accelerator, model, steps, scheduler, train_d
                 record.update(eval_loss=eval_loss, eval_ppl=math.exp(min(eval_loss, 50)))
                 bar.write(f"step {step}: validation loss {eval_loss:.4f}, perplexity {record['eval_ppl']:.2f}")
             if len(record) > 1:
+                record["forward_passes"] = progress["forward_passes"]
                 log.write({**record, "elapsed_s": round(time.time() - t_start, 2)})
                 accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
             if step % args.save_steps == 0 or last or stopped:
