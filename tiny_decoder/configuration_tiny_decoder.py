@@ -12,6 +12,7 @@ POSITION_EMBEDDINGS = ("rope", "alibi", "sinusoidal", "learned", "none")
 NORMS = ("rmsnorm", "layernorm")
 NORM_POSITIONS = ("pre", "post")
 HIDDEN_ACTS = ("gelu", "relu", "silu", "swiglu")
+RESIDUALS = ("add", "orthogonal_parallel")
 
 
 class TinyDecoderConfig(PretrainedConfig):
@@ -53,6 +54,8 @@ class TinyDecoderConfig(PretrainedConfig):
         norm_position: str = "pre",
         norm_eps: float = 1e-5,
         hidden_act: str = "swiglu",
+        sliding_window: int | None = None,
+        residual: str = "add",
         embedding_dropout: float = 0.0,
         attention_dropout: float = 0.0,
         residual_dropout: float = 0.0,
@@ -94,6 +97,12 @@ class TinyDecoderConfig(PretrainedConfig):
         self.norm_position = norm_position
         self.norm_eps = norm_eps
         self.hidden_act = hidden_act
+        # Each query attends to itself and the sliding_window - 1 tokens before it (Mistral's convention);
+        # the KV cache then keeps only that window. None: full causal attention.
+        self.sliding_window = sliding_window
+        # How a sublayer's output y joins the stream x: "add" (x + y), or "orthogonal_parallel"
+        # (x + alpha * (y - p) + beta * p, p = y's projection on x; learned per channel, 1 at init).
+        self.residual = residual
         self.embedding_dropout = embedding_dropout
         self.attention_dropout = attention_dropout
         self.residual_dropout = residual_dropout
@@ -133,6 +142,7 @@ class TinyDecoderConfig(PretrainedConfig):
             ("norm", NORMS),
             ("norm_position", NORM_POSITIONS),
             ("hidden_act", HIDDEN_ACTS),
+            ("residual", RESIDUALS),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -182,6 +192,10 @@ class TinyDecoderConfig(PretrainedConfig):
                 f"TinyDecoderConfig.alibi_slopes has {len(self.alibi_slopes)} slopes for {self.num_attention_heads} "
                 f"attention heads; give one per head, or None for the standard slopes."
             )
+        if self.sliding_window is not None and (not isinstance(self.sliding_window, int) or isinstance(self.sliding_window, bool)
+                                                or self.sliding_window < 1):
+            raise ValueError(f"TinyDecoderConfig.sliding_window={self.sliding_window!r} must be a positive integer "
+                             f"(the tokens a query sees, itself included), or None for full attention.")
         if self.position_embedding == "sinusoidal" and self.hidden_size % 2:
             raise ValueError(f"TinyDecoderConfig.position_embedding='sinusoidal' needs an even hidden_size, got {self.hidden_size}.")
 

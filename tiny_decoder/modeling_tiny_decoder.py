@@ -13,6 +13,10 @@ Design choices (each set by a field of `TinyDecoderConfig`):
   any kernel registered with `AttentionInterface`. Masks come from transformers' masking
   utilities, so padding, packed sequences (position_ids restarting) and static caches work
   the same for every kernel.
+- Sliding-window attention (`sliding_window`, Mistral-style): a query sees itself and the
+  window - 1 tokens before it; the mask is transformers' sliding-window mask and the cache keeps
+  only the window (transformers' sliding-window cache layers).
+- Residuals: x + y, or orthogonal-parallel (`residual`, see residuals.py).
 - MLP: up -> activation -> down, or SwiGLU's gated pair.
 - Norms: RMSNorm or LayerNorm, statistics in float32.
 - LM head tied to the token embedding by default; GPT-2 init (std 0.02, residual projections
@@ -33,7 +37,7 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.masking_utils import create_causal_mask
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.modeling_layers import (
     GenericForQuestionAnswering,
     GenericForSequenceClassification,
@@ -49,6 +53,7 @@ from transformers.utils.output_capturing import capture_outputs
 from .configuration_tiny_decoder import TinyDecoderConfig
 from .norms import at_least_float32, build_norm
 from .positions import RotaryEmbedding, alibi_bias, alibi_slopes, apply_rope, sinusoidal_embedding
+from .residuals import OrthogonalParallelResidual, build_residual
 
 # Kernels that take an additive float bias (ALiBi) through the mask or `position_bias`.
 BIAS_CAPABLE = ("eager", "sdpa")
@@ -63,6 +68,7 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 
 def eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, position_bias=None, **kwargs):
+    # A sliding window (kwargs["sliding_window"]) is already in the mask; flash kernels read it from kwargs.
     """softmax(q k^T * scaling + bias + mask) v, written out. Returns ((B, T, H, d) output, weights).
 
     `attention_mask` is an additive float mask or a boolean one (True = attend), (B|1, 1, T, S).
@@ -118,8 +124,8 @@ class CausalSelfAttention(nn.Module):
             impl = "eager"  # the written-out kernel returns them; same result as sdpa
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(impl, eager_attention)  # "eager" -> ours
         y, weights = attention(
-            self, q, k, v, attention_mask,
-            scaling=self.scaling, dropout=self.config.attention_dropout if self.training else 0.0, **kwargs,
+            self, q, k, v, attention_mask, scaling=self.scaling, sliding_window=self.config.sliding_window,
+            dropout=self.config.attention_dropout if self.training else 0.0, **kwargs,
         )
         return self.o_proj(y.reshape(b, t, -1)), weights
 
@@ -155,6 +161,7 @@ class Block(GradientCheckpointingLayer):
         self.self_attn = CausalSelfAttention(config, layer_idx)
         self.mlp_norm = build_norm(config)
         self.mlp = MLP(config)
+        self.attn_residual, self.mlp_residual = build_residual(config), build_residual(config)
         self.p_drop = config.residual_dropout
 
     def dropout(self, x):
@@ -164,11 +171,11 @@ class Block(GradientCheckpointingLayer):
         x = hidden_states
         if self.pre_norm:
             a, _ = self.self_attn(self.attn_norm(x), position_embeddings, attention_mask, cache, **kwargs)
-            x = x + self.dropout(a)
-            return x + self.dropout(self.mlp(self.mlp_norm(x)))
+            x = self.attn_residual(x, self.dropout(a))
+            return self.mlp_residual(x, self.dropout(self.mlp(self.mlp_norm(x))))
         a, _ = self.self_attn(x, position_embeddings, attention_mask, cache, **kwargs)
-        x = self.attn_norm(x + self.dropout(a))
-        return self.mlp_norm(x + self.dropout(self.mlp(x)))
+        x = self.attn_norm(self.attn_residual(x, self.dropout(a)))
+        return self.mlp_norm(self.mlp_residual(x, self.dropout(self.mlp(x))))
 
 
 class TinyDecoderPreTrainedModel(PreTrainedModel):
@@ -199,6 +206,9 @@ class TinyDecoderPreTrainedModel(PreTrainedModel):
             inv_freq, _ = module.compute_inv_freq(module.config)
             init.copy_(module.inv_freq, inv_freq)
             init.copy_(module.original_inv_freq, inv_freq)
+        elif isinstance(module, OrthogonalParallelResidual):
+            init.ones_(module.alpha)
+            init.ones_(module.beta)
         elif hasattr(module, "weight") and module.__class__.__name__ in ("RMSNorm", "LayerNorm"):
             init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
@@ -303,7 +313,8 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
                 f"position_embedding='alibi' adds a bias to the attention scores, which attn_implementation="
                 f"{self.config._attn_implementation!r} cannot take; use one of {list(BIAS_CAPABLE)}."
             )
-        return create_causal_mask(
+        make_mask = create_causal_mask if self.config.sliding_window is None else create_sliding_window_causal_mask
+        return make_mask(
             config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache,
             position_ids=position_ids, allow_is_causal_skip=not output_attentions,
         )
@@ -311,10 +322,13 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
     def _alibi(self, inputs_embeds, cache, past, mask):
         """(1, H, T, S) ALiBi bias over the key slots the kernel will see (the whole static cache)."""
         cfg, t, device = self.config, inputs_embeds.shape[1], inputs_embeds.device
-        kv_len = cache.get_mask_sizes(t, 0)[0] if cache is not None else (mask.shape[-1] if mask is not None else t)
+        if cache is not None:  # a sliding-window cache holds the last keys only: they start at kv_offset
+            kv_len, kv_offset = cache.get_mask_sizes(t, 0)
+        else:
+            kv_len, kv_offset = (mask.shape[-1] if mask is not None else t), 0
         slopes = alibi_slopes(cfg.num_attention_heads, device) if cfg.alibi_slopes is None else torch.tensor(cfg.alibi_slopes, device=device)
         q_pos = torch.arange(t, device=device) + past
-        return alibi_bias(slopes, q_pos, torch.arange(kv_len, device=device)).to(inputs_embeds.dtype)
+        return alibi_bias(slopes, q_pos, torch.arange(kv_len, device=device) + kv_offset).to(inputs_embeds.dtype)
 
 
 class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):

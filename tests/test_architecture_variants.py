@@ -1,0 +1,127 @@
+"""Architecture switches beyond the core (issue 12): sliding-window attention and orthogonal-parallel
+residuals, each against a reference, through save/load and generate()."""
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from conftest import small_config
+from tiny_decoder import TinyDecoderConfig, TinyDecoderForCausalLM
+from tiny_decoder.residuals import OrthogonalParallelResidual
+
+
+def build(impl="eager", seed=0, **overrides):
+    torch.manual_seed(seed)
+    return TinyDecoderForCausalLM._from_config(small_config(**overrides), attn_implementation=impl).eval()
+
+
+def banded_reference(model, ids, window):
+    """Full forward in float64 with the eager kernel and an explicit banded mask (0 <= i - j < window)."""
+    ref = TinyDecoderForCausalLM._from_config(model.config, attn_implementation="eager").double().eval()
+    ref.load_state_dict(model.state_dict())
+    t = ids.shape[1]
+    i, j = torch.arange(t)[:, None], torch.arange(t)[None]
+    allowed = (j <= i) & (i - j < window)
+    mask = torch.zeros(t, t, dtype=torch.float64).masked_fill(~allowed, float("-inf"))[None, None]
+    ref.config.sliding_window = None  # the band comes from the explicit 4-D mask alone
+    with torch.no_grad():
+        return ref(ids, attention_mask=mask.expand(ids.shape[0], 1, t, t), use_cache=False).logits
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+@pytest.mark.parametrize("pe", ["rope", "alibi", "learned"])
+def test_sliding_window_matches_a_banded_float64_reference(impl, pe):
+    model = build(impl, position_embedding=pe, sliding_window=4)
+    ids = torch.randint(3, 67, (2, 11))
+    with torch.no_grad():
+        logits = model(ids, use_cache=False).logits
+    torch.testing.assert_close(logits.double(), banded_reference(model, ids, 4), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_a_window_as_long_as_the_sequence_is_full_attention_exactly(impl):
+    full = build(impl)
+    windowed = build(impl, sliding_window=12)
+    windowed.load_state_dict(full.state_dict())
+    ids = torch.randint(3, 67, (2, 12))
+    with torch.no_grad():
+        assert torch.equal(full(ids).logits, windowed(ids).logits)
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+@pytest.mark.parametrize("pe", ["rope", "alibi"])
+def test_cached_generation_with_a_window_equals_uncached(impl, pe):
+    model = build(impl, position_embedding=pe, sliding_window=5)
+    prompt = torch.randint(3, 67, (2, 4))
+    kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=0, eos_token_id=None)
+    with torch.no_grad():
+        cached = model.generate(prompt, attention_mask=torch.ones_like(prompt), use_cache=True, **kw)
+        uncached = model.generate(prompt, attention_mask=torch.ones_like(prompt), use_cache=False, **kw)
+        assert torch.equal(cached, uncached)
+        # token by token through the cache: every step's logits equal the full forward's, and the cache holds the window
+        cache = DynamicCache(config=model.config)
+        full = model(cached, use_cache=False).logits
+        for t in range(cached.shape[1]):
+            step = model(cached[:, t : t + 1], cache=cache, use_cache=True).logits
+            torch.testing.assert_close(step[:, 0], full[:, t], atol=1e-5, rtol=1e-4)
+        assert cache.layers[0].keys.shape[-2] <= 5
+
+
+def test_changing_a_future_token_never_changes_an_earlier_output():
+    model = build("sdpa", sliding_window=3)
+    ids = torch.randint(3, 67, (1, 10))
+    other = ids.clone()
+    other[0, 7] = (ids[0, 7] + 1) % 67
+    with torch.no_grad():
+        a, b = model(ids).logits, model(other).logits
+    assert torch.equal(a[:, :7], b[:, :7]) and not torch.equal(a[:, 7:], b[:, 7:])
+
+
+def test_bad_window_is_refused():
+    with pytest.raises(ValueError, match="sliding_window=0 must be a positive integer"):
+        TinyDecoderConfig(sliding_window=0)
+
+
+def test_orthogonal_parallel_at_init_is_the_plain_residual_bit_for_bit():
+    x, y = torch.randn(2, 5, 32), torch.randn(2, 5, 32)
+    r = OrthogonalParallelResidual(32)
+    assert torch.equal(r(x, y), x + y)
+    plain, ortho = build(), build(residual="orthogonal_parallel")
+    missing = ortho.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.endswith((".alpha", ".beta")) for k in missing)
+    ids = torch.randint(3, 67, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(plain(ids).logits, ortho(ids).logits)
+
+
+def test_orthogonal_and_parallel_parts_are_what_they_say():
+    x, y = torch.randn(4, 16, dtype=torch.float64), torch.randn(4, 16, dtype=torch.float64)
+    r = OrthogonalParallelResidual(16, eps=0.0).double()  # eps only guards a zero stream
+    p = r.parallel(x, y)
+    o = y - p
+    torch.testing.assert_close((o * x).sum(-1), torch.zeros(4, dtype=torch.float64), atol=1e-12, rtol=0)
+    ratio = p / x  # p lies along x: the same multiple of x in every channel
+    torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio))
+    with torch.no_grad():
+        r.alpha.fill_(0.5)
+        r.beta.fill_(2.0)
+    torch.testing.assert_close(r(x, y), x + 0.5 * o + 2.0 * p)
+    zero = torch.zeros(4, 16, dtype=torch.float64)
+    assert torch.isfinite(OrthogonalParallelResidual(16).double()(zero, y)).all()  # a zero stream: eps, no NaN
+
+
+def test_orthogonal_parallel_trains_saves_and_loads(tmp_path):
+    model = build(residual="orthogonal_parallel").train()
+    ids = torch.randint(3, 67, (2, 9))
+    model(ids, labels=ids).loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if n.endswith((".alpha", ".beta"))]
+    assert len(grads) == 2 * 2 * model.config.num_hidden_layers and all(g is not None and g.abs().sum() > 0 for g in grads)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith(".alpha"):
+                p.mul_(0.7)
+    model.save_pretrained(tmp_path)
+    again = TinyDecoderForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert again.config.residual == "orthogonal_parallel"
+    with torch.no_grad():
+        assert torch.equal(model.eval()(ids).logits, again(ids).logits)
