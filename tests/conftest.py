@@ -34,6 +34,22 @@ def small_config(**overrides):
     return TinyDecoderConfig(**kwargs)
 
 
+def model_and_batch(dtype=torch.float64, seed=0, **overrides):
+    """A very small model (float64 by default, eval mode) with norms away from 1, and a batch: for checks of
+    gradients and their estimates."""
+    from tiny_decoder import TinyDecoderForCausalLM
+
+    torch.manual_seed(seed)
+    model = TinyDecoderForCausalLM(small_config(hidden_size=16, num_attention_heads=2, num_key_value_heads=1,
+                                                **overrides)).to(dtype).eval()
+    with torch.no_grad():  # norms away from 1 so their gradients are not special
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.uniform_(0.5, 1.5)
+    ids = torch.randint(3, 67, (2, 9))
+    return model, {"input_ids": ids, "labels": ids}
+
+
 def shared_tinystories():
     """../shared/data/tinystories beside the checkout (or $TINY_DECODER_DATA), else None."""
     env = os.environ.get("TINY_DECODER_DATA")

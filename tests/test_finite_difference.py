@@ -4,21 +4,8 @@ aligns with it, a wrong backward is caught, and the weights come back bit-exactl
 import pytest
 import torch
 
-from conftest import small_config
-from tiny_decoder import TinyDecoderForCausalLM
+from conftest import model_and_batch
 from tiny_decoder.finite_difference import finite_difference_check, format_check
-
-
-def model_and_batch(**overrides):
-    torch.manual_seed(0)
-    model = TinyDecoderForCausalLM(small_config(hidden_size=16, num_attention_heads=2, num_key_value_heads=1,
-                                                **overrides)).double()
-    with torch.no_grad():  # norms away from 1 so their gradients are not special
-        for n, p in model.named_parameters():
-            if "norm" in n:
-                p.uniform_(0.5, 1.5)
-    ids = torch.randint(3, 67, (2, 9))
-    return model, {"input_ids": ids, "labels": ids}
 
 
 @pytest.mark.parametrize("pe", ["rope", "alibi", "learned"])

@@ -8,23 +8,10 @@ import math
 import pytest
 import torch
 
-from conftest import small_config
-from tiny_decoder import TinyDecoderForCausalLM
+from conftest import model_and_batch
 from tiny_decoder.finite_difference import default_loss
 from tiny_decoder.training.optim import param_groups
 from tiny_decoder.training.zeroth_order import ZerothOrderOptimizer, mix_seed
-
-
-def model_and_batch(dtype=torch.float64, seed=0, **overrides):
-    torch.manual_seed(seed)
-    model = TinyDecoderForCausalLM(small_config(hidden_size=16, num_attention_heads=2, num_key_value_heads=1,
-                                                **overrides)).to(dtype).eval()
-    with torch.no_grad():  # norms away from 1 so their gradients are not special
-        for n, p in model.named_parameters():
-            if "norm" in n:
-                p.uniform_(0.5, 1.5)
-    ids = torch.randint(3, 67, (2, 9))
-    return model, {"input_ids": ids, "labels": ids}
 
 
 def loss_fn(batch):
