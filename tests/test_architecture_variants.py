@@ -125,3 +125,108 @@ def test_orthogonal_parallel_trains_saves_and_loads(tmp_path):
     assert again.config.residual == "orthogonal_parallel"
     with torch.no_grad():
         assert torch.equal(model.eval()(ids).logits, again(ids).logits)
+
+
+def test_activation_norms_are_the_rms_of_each_blocks_output():
+    from tiny_decoder.training.report import ActivationNorms
+
+    model = build(residual="orthogonal_parallel").train()
+    norms = ActivationNorms(model)
+    ids = torch.randint(3, 67, (2, 9))
+    outputs = []
+    handles = [b.register_forward_hook(lambda m, a, o: outputs.append(o.detach())) for b in model.model.layers]
+    model(ids)
+    model.eval()(ids)  # evaluation forwards are not counted
+    model.train()(ids)
+    for h in handles:
+        h.remove()
+    got = norms.pop()
+    layers = len(model.model.layers)
+    for i in range(layers):  # two training forwards: the mean of their RMS
+        expected = (outputs[i].pow(2).mean().sqrt() + outputs[2 * layers + i].pow(2).mean().sqrt()) / 2
+        assert got[f"act_rms_{i}"] == pytest.approx(expected.item(), rel=1e-6)
+    values = [got[f"act_rms_{i}"] for i in range(layers)]
+    assert got["act_rms_spread"] == pytest.approx(max(values) / min(values))
+    assert norms.pop() == {}  # a new window starts empty
+
+
+def test_train_script_logs_activation_norms_for_a_variant(workdir, tmp_path):
+    from conftest import cli_args, metrics, run
+
+    out = tmp_path / "ortho"
+    run(cli_args(workdir, out, max_steps=3, log_activation_norms="true",
+                 config_overrides="residual=orthogonal_parallel,sliding_window=8"))
+    rows = [r for r in metrics(out) if "loss" in r]
+    assert all({"act_rms_0", "act_rms_1", "act_rms_spread"} <= r.keys() for r in rows)
+    again = TinyDecoderForCausalLM.from_pretrained(out)
+    assert (again.config.residual, again.config.sliding_window) == ("orthogonal_parallel", 8)
+
+
+def naive_linear_attention(q, k, v):
+    """out_i = sum_{j <= past + i} phi(q_i).phi(k_j) v_j / sum_j phi(q_i).phi(k_j), one query at a time, float64."""
+    from tiny_decoder.linear_attention import feature_map
+
+    q, k, v = (x.double() for x in (q, k, v))
+    t, s = q.shape[-2], k.shape[-2]
+    out = torch.zeros(q.shape[:-1] + (v.shape[-1],), dtype=torch.float64)
+    for i in range(t):
+        last = s - t + i
+        w = (feature_map(q[..., i : i + 1, :]) @ feature_map(k[..., : last + 1, :]).transpose(-2, -1))  # (B, H, 1, j)
+        out[..., i, :] = ((w @ v[..., : last + 1, :]) / w.sum(-1, keepdim=True)).squeeze(-2)
+    return out.transpose(1, 2)
+
+
+def test_linear_attention_matches_the_naive_formula_with_and_without_past():
+    from tiny_decoder.linear_attention import causal_linear_attention
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8)
+    torch.testing.assert_close(causal_linear_attention(q, k, v).double(), naive_linear_attention(q, k, v), atol=1e-5, rtol=1e-4)
+    # the last 3 queries against all 7 keys: what a cached decode step computes
+    torch.testing.assert_close(causal_linear_attention(q[..., 4:, :], k, v).double(),
+                               naive_linear_attention(q[..., 4:, :], k, v), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pe", ["rope", "learned", "none"])
+def test_linear_attention_model_is_causal_and_cached_generation_is_exact(pe):
+    model = build(attention_type="linear", position_embedding=pe)
+    ids = torch.randint(3, 67, (2, 10))
+    other = ids.clone()
+    other[:, 6] = (ids[:, 6] + 1) % 67
+    with torch.no_grad():
+        a, b = model(ids).logits, model(other).logits
+        assert torch.equal(a[:, :6], b[:, :6]) and not torch.equal(a[:, 6:], b[:, 6:])
+        kw = dict(max_new_tokens=10, do_sample=False, pad_token_id=0, eos_token_id=None)
+        mask = torch.ones_like(ids[:, :4])
+        cached = model.generate(ids[:, :4], attention_mask=mask, use_cache=True, **kw)
+        assert torch.equal(cached, model.generate(ids[:, :4], attention_mask=mask, use_cache=False, **kw))
+        full = model(cached, use_cache=False).logits
+        cache = DynamicCache(config=model.config)
+        for t in range(cached.shape[1]):
+            torch.testing.assert_close(model(cached[:, t : t + 1], cache=cache).logits[:, 0], full[:, t], atol=1e-5, rtol=1e-4)
+
+
+def test_linear_attention_refuses_what_it_cannot_do_exactly():
+    from transformers import StaticCache
+
+    model = build(attention_type="linear")
+    ids = torch.randint(3, 67, (2, 6))
+    with pytest.raises(ValueError, match="does not take padding"):
+        model(ids, attention_mask=torch.tensor([[0, 1, 1, 1, 1, 1], [1] * 6]))
+    with pytest.raises(ValueError, match="static cache holds empty slots"):
+        model(ids, cache=StaticCache(config=model.config, max_cache_len=16))
+    for bad in (dict(sliding_window=4), dict(position_embedding="alibi")):
+        with pytest.raises(ValueError, match="attention_type='linear' has no score matrix"):
+            small_config(attention_type="linear", **bad)
+    with pytest.raises(ValueError, match="attention_type='quadratic' is not supported"):
+        small_config(attention_type="quadratic")
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_linear_attention_chunks_do_not_change_the_result(chunk):
+    from tiny_decoder.linear_attention import causal_linear_attention
+
+    torch.manual_seed(1)
+    q, k, v = torch.randn(1, 2, 10, 4), torch.randn(1, 2, 13, 4), torch.randn(1, 2, 13, 4)
+    torch.testing.assert_close(causal_linear_attention(q, k, v, chunk_size=chunk).double(),
+                               naive_linear_attention(q, k, v), atol=1e-5, rtol=1e-4)

@@ -109,13 +109,13 @@ def test_a_zeroth_order_step_needs_about_inference_memory():
         import zeroth_order as bench
     finally:
         sys.path.pop(0)
-    argv = ["--preset=nano", "--hidden_size=64", "--vocab_size=4096", "--batch_size=16", "--block_size=128",
-            "--repeats=2", "--device=cpu"]
+    # The `tiny` preset at batch 16 x 256: backprop keeps ~4 layers of activations besides the 64 MiB of logits.
+    argv = ["--preset=tiny", "--vocab_size=4096", "--batch_size=16", "--block_size=256", "--repeats=2", "--device=cpu"]
     rows = {m: bench.run_child(m, argv) for m in ("inference", "zeroth_order", "adamw")}
     infer, zo, adamw = (rows[m]["peak_mib"] for m in ("inference", "zeroth_order", "adamw"))
-    assert infer > 30  # the logits alone are 32 MiB: the measurement sees the activations
-    assert zo < 1.25 * infer + 4, json.dumps(rows)
-    assert adamw > 1.8 * zo, json.dumps(rows)
+    assert infer > 64  # the logits alone are 64 MiB: the measurement sees the activations
+    assert zo < 1.3 * infer + 8, json.dumps(rows)
+    assert adamw > 1.5 * zo, json.dumps(rows)
 
 
 def test_the_experiment_script_writes_its_table_curves_and_results(workdir, tmp_path):

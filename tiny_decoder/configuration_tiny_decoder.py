@@ -13,6 +13,7 @@ NORMS = ("rmsnorm", "layernorm")
 NORM_POSITIONS = ("pre", "post")
 HIDDEN_ACTS = ("gelu", "relu", "silu", "swiglu")
 RESIDUALS = ("add", "orthogonal_parallel")
+ATTENTION_TYPES = ("softmax", "linear")
 
 
 class TinyDecoderConfig(PretrainedConfig):
@@ -55,6 +56,7 @@ class TinyDecoderConfig(PretrainedConfig):
         norm_eps: float = 1e-5,
         hidden_act: str = "swiglu",
         sliding_window: int | None = None,
+        attention_type: str = "softmax",
         residual: str = "add",
         embedding_dropout: float = 0.0,
         attention_dropout: float = 0.0,
@@ -100,6 +102,9 @@ class TinyDecoderConfig(PretrainedConfig):
         # Each query attends to itself and the sliding_window - 1 tokens before it (Mistral's convention);
         # the KV cache then keeps only that window. None: full causal attention.
         self.sliding_window = sliding_window
+        # "softmax", or "linear": causal linear attention (Katharopoulos et al. 2020), phi(x) = elu(x) + 1,
+        # O(sequence) time and memory; see linear_attention.py.
+        self.attention_type = attention_type
         # How a sublayer's output y joins the stream x: "add" (x + y), or "orthogonal_parallel"
         # (x + alpha * (y - p) + beta * p, p = y's projection on x; learned per channel, 1 at init).
         self.residual = residual
@@ -143,6 +148,7 @@ class TinyDecoderConfig(PretrainedConfig):
             ("norm_position", NORM_POSITIONS),
             ("hidden_act", HIDDEN_ACTS),
             ("residual", RESIDUALS),
+            ("attention_type", ATTENTION_TYPES),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -196,6 +202,10 @@ class TinyDecoderConfig(PretrainedConfig):
                                                 or self.sliding_window < 1):
             raise ValueError(f"TinyDecoderConfig.sliding_window={self.sliding_window!r} must be a positive integer "
                              f"(the tokens a query sees, itself included), or None for full attention.")
+        if self.attention_type == "linear" and (self.sliding_window is not None or self.position_embedding == "alibi"):
+            what = "sliding_window" if self.sliding_window is not None else "position_embedding='alibi'"
+            raise ValueError(f"TinyDecoderConfig.attention_type='linear' has no score matrix to window or bias; drop {what} "
+                             f"or use attention_type='softmax'.")
         if self.position_embedding == "sinusoidal" and self.hidden_size % 2:
             raise ValueError(f"TinyDecoderConfig.position_embedding='sinusoidal' needs an even hidden_size, got {self.hidden_size}.")
 

@@ -16,6 +16,7 @@ Design choices (each set by a field of `TinyDecoderConfig`):
 - Sliding-window attention (`sliding_window`, Mistral-style): a query sees itself and the
   window - 1 tokens before it; the mask is transformers' sliding-window mask and the cache keeps
   only the window (transformers' sliding-window cache layers).
+- Linear attention (`attention_type="linear"`): causal, kernelised (linear_attention.py).
 - Residuals: x + y, or orthogonal-parallel (`residual`, see residuals.py).
 - MLP: up -> activation -> down, or SwiGLU's gated pair.
 - Norms: RMSNorm or LayerNorm, statistics in float32.
@@ -51,6 +52,7 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_tiny_decoder import TinyDecoderConfig
+from .linear_attention import causal_linear_attention
 from .norms import at_least_float32, build_norm
 from .positions import RotaryEmbedding, alibi_bias, alibi_slopes, apply_rope, sinusoidal_embedding
 from .residuals import OrthogonalParallelResidual, build_residual
@@ -114,6 +116,9 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, *position_embeddings), apply_rope(k, *position_embeddings)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, H_kv, S, d), S = past + T (or the static length)
+        if self.config.attention_type == "linear":  # no score matrix: no mask, kernel or weights
+            k, v = repeat_kv(k, self.num_key_value_groups), repeat_kv(v, self.num_key_value_groups)
+            return self.o_proj(causal_linear_attention(q, k, v).reshape(b, t, -1)), None
         impl = self.config._attn_implementation or "eager"
         if kwargs.get("output_attentions") and impl != "eager":
             if impl not in BIAS_CAPABLE:
@@ -259,6 +264,8 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
                 f"cache must be a transformers Cache (DynamicCache, StaticCache, ...), got {type(cache).__name__}; "
                 "legacy tuples of (key, value) are not accepted."
             )
+        if cfg.attention_type == "linear":
+            self._check_linear_attention(cache, attention_mask)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         b, t, _ = inputs_embeds.shape
@@ -301,6 +308,18 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
         for block in self.layers[: cfg.num_hidden_layers]:
             h = block(h, attention_mask=mask, position_embeddings=rope, cache=cache, **kwargs)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(h), cache=cache)
+
+    def _check_linear_attention(self, cache, attention_mask):
+        """Linear attention sums over every cached key: refuse what would add keys that are not real tokens."""
+        from transformers.cache_utils import StaticCache
+
+        if isinstance(cache, StaticCache):
+            raise ValueError("attention_type='linear' sums over all cached keys, and a static cache holds empty slots; "
+                             "use the dynamic cache (the default; drop cache_implementation='static').")
+        if attention_mask is not None and not torch.compiler.is_compiling() and attention_mask.dim() == 2 \
+                and not bool(attention_mask.all()):
+            raise ValueError("attention_type='linear' does not take padding (the attention_mask has zeros); "
+                             "run sequences of one length, or one at a time.")
 
     def _attention_mask(self, inputs_embeds, attention_mask, cache, position_ids, output_attentions=False):
         """The mask in the format the chosen kernel wants (None when `is_causal` says it all).

@@ -97,6 +97,8 @@ class TrainArguments:
     zo_hybrid: str = field(default="none", metadata={"help": "'none', 'zo_then_backprop' or 'backprop_then_zo' (switch at zo_switch_step)."})
     zo_switch_step: int = field(default=0, metadata={"help": "Hybrid: the optimizer step at which the second phase starts."})
     backprop_learning_rate: float = field(default=1e-3, metadata={"help": "Hybrid: AdamW's peak learning rate in its phase."})
+    log_activation_norms: bool = field(default=False, metadata={"help": "Log each block's output RMS (act_rms_<layer>) and "
+                                                                       "their max/min spread in metrics.jsonl."})
 
     def __post_init__(self):
         choices = {"lr_scheduler_type": ("cosine", "linear", "constant"), "mixed_precision": ("no", "bf16", "fp16"),
@@ -129,6 +131,8 @@ class TrainArguments:
             raise ValueError(f"max_train_minutes={self.max_train_minutes} must be > 0 (leave it unset for no limit).")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ValueError(f"save_total_limit={self.save_total_limit} must be >= 1 (leave it unset to keep every checkpoint).")
+        if self.log_activation_norms and self.torch_compile:
+            raise ValueError("--log_activation_norms hooks every block, which --torch_compile would trace; drop one of them.")
         self._check_zeroth_order()
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("push_to_hub needs --hub_model_id NAME (e.g. your-user/tiny-stories).")

@@ -31,7 +31,8 @@ from .budget import CALIBRATION, plan_total_steps
 from .checkpoint import install_state_hooks, list_checkpoints, resolve_checkpoint, save_checkpoint, verify_checkpoint
 from .objective import CausalLMObjective
 from .optim import build_optimizers, build_steps, lr_lambda, optimizer_card_section
-from .report import MetricsLog, describe_data, describe_hardware, device_peak_flops, flops_per_token, plot_loss_curve
+from .report import (ActivationNorms, MetricsLog, describe_data, describe_hardware, device_peak_flops, flops_per_token,
+                     plot_loss_curve)
 from .run_dir import check_output_dir, clear_run, save_atomically
 
 
@@ -265,6 +266,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
     model, *optimizers, train_dl, eval_dl = accelerator.prepare(model, *optimizers, train_dl, eval_dl)
     accelerator.register_for_checkpointing(scheduler)
     steps = build_steps(args, accelerator, optimizers, scheduler)
+    norms = ActivationNorms(accelerator.unwrap_model(model)) if args.log_activation_norms else None
 
     if resume_from is not None:
         if state["step"] >= total_steps:
@@ -293,7 +295,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
         if k in state:
             progress[k] = state[k]
     t_start = time.time()
-    ctx = dict(accelerator=accelerator, model=model, steps=steps, scheduler=scheduler, train_dl=train_dl,
+    ctx = dict(accelerator=accelerator, model=model, steps=steps, scheduler=scheduler, norms=norms, train_dl=train_dl,
                eval_dl=eval_dl, sampler=sampler, args=args, total_steps=total_steps, tokens_per_step=tokens_per_step,
                log=log, fpt=fpt, peak=peak, streaming=streaming, t_start=t_start, objective=objective,
                eval_tokens=(min(len(blocks["validation"]), (args.max_eval_batches or 10**9) * args.per_device_eval_batch_size)
@@ -353,7 +355,7 @@ def run_training(model_args, data_args, tok_args, args, command: str | None = No
     return result
 
 
-def train_steps(progress, stop, *, accelerator, model, steps, scheduler, train_dl, eval_dl, sampler, args,
+def train_steps(progress, stop, *, accelerator, model, steps, scheduler, norms, train_dl, eval_dl, sampler, args,
                 total_steps, tokens_per_step, log, fpt, peak, streaming, t_start, eval_tokens, objective):
     """Optimizer steps until the schedule ends, time runs out or Ctrl-C; returns (last eval loss, stopped by user).
 
@@ -414,7 +416,7 @@ def train_steps(progress, stop, *, accelerator, model, steps, scheduler, train_d
                               tokens_per_s=tokens_per_step * window / max(now - t_log, 1e-9))
                 for k, v in extra_sums.items():
                     record[k] = accelerator.reduce(v / micro, reduction="mean").item()
-                record.update(steps.pop_stats())
+                record.update(steps.pop_stats(), **(norms.pop() if norms is not None else {}))
                 if peak:
                     record["mfu"] = record["tokens_per_s"] * fpt / (peak * accelerator.num_processes)
                 t_log, loss_sum, micro, window, extra_sums = now, loss_sum * 0, 0, 0, {}

@@ -114,3 +114,35 @@ def describe_hardware(accelerator) -> str:
     else:
         name = f"{dev.type}, {torch.get_num_threads()} threads"
     return f"{accelerator.num_processes} x {name}"
+
+
+class ActivationNorms:
+    """RMS of the residual stream after each block, averaged over the training forwards of a logging
+    window (`--log_activation_norms`): whether the layers' activations stay balanced as training goes."""
+
+    def __init__(self, model):
+        self.sums, self.counts = {}, {}
+        blocks = getattr(getattr(model, "model", model), "layers", None)
+        if blocks is None:
+            raise ValueError("--log_activation_norms needs a model with .model.layers (blocks); this one has none.")
+        self.handles = [block.register_forward_hook(self._hook(i)) for i, block in enumerate(blocks)]
+
+    def _hook(self, i):
+        def record(module, args, output):
+            if module.training:
+                h = output[0] if isinstance(output, tuple) else output
+                self.sums[i] = self.sums.get(i, 0.0) + h.detach().float().pow(2).mean().sqrt()
+                self.counts[i] = self.counts.get(i, 0) + 1
+        return record
+
+    def pop(self) -> dict:
+        """{'act_rms_<layer>': mean RMS, 'act_rms_spread': max / min over layers} since the last call."""
+        out = {f"act_rms_{i}": float(self.sums[i]) / self.counts[i] for i in sorted(self.sums)}
+        if out:
+            out["act_rms_spread"] = max(out.values()) / max(min(out.values()), 1e-12)
+        self.sums, self.counts = {}, {}
+        return out
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
