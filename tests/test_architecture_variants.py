@@ -230,3 +230,110 @@ def test_linear_attention_chunks_do_not_change_the_result(chunk):
     q, k, v = torch.randn(1, 2, 10, 4), torch.randn(1, 2, 13, 4), torch.randn(1, 2, 13, 4)
     torch.testing.assert_close(causal_linear_attention(q, k, v, chunk_size=chunk).double(),
                                naive_linear_attention(q, k, v), atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------- dynamic depth (early exit)
+
+def decode_logits(model, ids, prompt=3):
+    """Teacher-forced cached decoding: the prompt in one forward, then one token at a time."""
+    cache = DynamicCache(config=model.config)
+    out = [model(ids[:, :prompt], cache=cache).logits[:, -1]]
+    layers = []
+    for t in range(prompt, ids.shape[1] - 1):
+        out.append(model(ids[:, t : t + 1], cache=cache).logits[:, -1])
+        layers.append(model.model.last_exit_layer)
+    return torch.stack(out, 1), layers, cache
+
+
+@pytest.mark.parametrize("threshold", [None, 1.0])
+def test_a_threshold_that_never_exits_is_the_full_model_exactly(threshold):
+    full = build(num_hidden_layers=3)
+    gated = build(num_hidden_layers=3, early_exit_threshold=threshold)
+    ids = torch.randint(3, 67, (1, 12))
+    with torch.no_grad():
+        a, _, _ = decode_logits(full, ids)
+        b, layers, _ = decode_logits(gated, ids)
+        kw = dict(max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None)
+        assert torch.equal(full.generate(ids[:, :3], **kw), gated.generate(ids[:, :3], **kw))
+    assert torch.equal(a, b) and set(layers) == {2}
+
+
+@pytest.mark.parametrize("pe", ["rope", "learned"])
+def test_tokens_that_always_exit_early_see_exactly_the_shallow_model(pe):
+    """Threshold 0 from layer 1 on: every decoded token leaves after block 1, so its logits are those of the
+    first two blocks (+ final norm and head) run on the whole sequence; the deeper cache still gets every position."""
+    deep = build(num_hidden_layers=4, position_embedding=pe, early_exit_threshold=0.0, early_exit_min_layer=1)
+    shallow = build(num_hidden_layers=2, position_embedding=pe)
+    shallow.load_state_dict(deep.state_dict(), strict=False)
+    ids = torch.randint(3, 67, (1, 12))
+    with torch.no_grad():
+        got, layers, cache = decode_logits(deep, ids)
+        reference = shallow(ids, use_cache=False).logits[:, 2:-1]
+    assert set(layers) == {1}
+    torch.testing.assert_close(got[:, 1:], reference[:, 1:], atol=1e-5, rtol=1e-4)  # the prompt's last token ran all 4
+    assert all(layer.keys.shape[-2] == ids.shape[1] - 1 for layer in cache.layers)  # CALM: no hole in any layer
+
+
+def test_a_token_exits_at_the_first_layer_whose_exit_is_confident():
+    model = build(num_hidden_layers=4)
+    ids = torch.randint(3, 67, (1, 6))
+    with torch.no_grad():  # each block's exit confidence for the first decoded token, no early exit
+        cache = DynamicCache(config=model.config)
+        model(ids[:, :5], cache=cache)
+        hs = []
+        handles = [b.register_forward_hook(lambda m, a, o: hs.append(o)) for b in model.model.layers]
+        model(ids[:, 5:], cache=cache)
+        for h in handles:
+            h.remove()
+        conf = [torch.softmax(model.lm_head(model.model.norm(h)), -1).max().item() for h in hs[:-1]]
+        for threshold in sorted(conf):
+            threshold -= 1e-7  # just below one of them: the first layer above it is where the token leaves
+            model.config.early_exit_threshold = threshold
+            cache = DynamicCache(config=model.config)
+            model(ids[:, :5], cache=cache)
+            model(ids[:, 5:], cache=cache)
+            assert model.model.last_exit_layer == next(i for i, c in enumerate(conf) if c > threshold)
+        model.config.early_exit_threshold = max(conf) + 1e-4  # above all: the last layer
+        model(ids[:, 5:], cache=cache)
+        assert model.model.last_exit_layer == 3
+
+
+def test_exit_loss_adds_the_mean_intermediate_cross_entropy():
+    model = build(num_hidden_layers=3, early_exit_loss_weight=0.5).train()
+    ids = torch.randint(3, 67, (2, 9))
+    loss = model(ids, labels=ids).loss
+    hs = []
+    handles = [b.register_forward_hook(lambda m, a, o: hs.append(o)) for b in model.model.layers]
+    plain = model.eval()(ids, labels=ids).loss  # eval: no exit loss
+    for h in handles:
+        h.remove()
+    ce = lambda h: torch.nn.functional.cross_entropy(model.lm_head(model.model.norm(h))[:, :-1].reshape(-1, 67), ids[:, 1:].reshape(-1))  # noqa: E731
+    torch.testing.assert_close(loss, plain + 0.5 * (ce(hs[0]) + ce(hs[1])) / 2)
+
+
+def test_layer_dropout_skips_blocks_in_training_only():
+    model = build(num_hidden_layers=3, layer_dropout=0.999999)
+    ids = torch.randint(3, 67, (1, 6))
+    first_only = build(num_hidden_layers=1)
+    first_only.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model.train()(ids).logits, first_only(ids).logits)  # blocks 1, 2 skipped
+        assert not torch.equal(model.eval()(ids).logits, first_only(ids).logits)
+    for bad, message in ((dict(early_exit_threshold=1.5), "must be a probability"),
+                         (dict(early_exit_min_layer=2), "must be a layer index"),
+                         (dict(layer_dropout=1.0), "layer_dropout=1.0 must be in")):
+        with pytest.raises(ValueError, match=message):
+            small_config(**bad)
+
+
+def test_evaluate_early_exit_reports_loss_depth_and_speed():
+    from tiny_decoder.early_exit import evaluate_early_exit
+
+    model = build(num_hidden_layers=3)
+    seqs = [torch.randint(3, 67, (10,)) for _ in range(2)]
+    rows = evaluate_early_exit(model, seqs, [1.0, 0.0], prompt_tokens=2)
+    with torch.no_grad():
+        full = sum(torch.nn.functional.cross_entropy(model(s[None]).logits[0, 1:-1], s[2:], reduction="sum") for s in seqs)
+    assert rows[0]["loss"] == pytest.approx(float(full) / 16, rel=1e-4) and rows[0]["mean_exit_layer"] == 2
+    assert rows[1]["mean_exit_layer"] == 0 and rows[1]["tokens_per_s"] > 0
+    assert model.config.early_exit_threshold is None  # put back

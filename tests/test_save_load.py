@@ -22,7 +22,7 @@ def test_reload_gives_identical_logits(tmp_path, pe, tied):
     model.save_pretrained(tmp_path)
     files = set(os.listdir(tmp_path))
     assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
-    assert {"modeling_tiny_decoder.py", "configuration_tiny_decoder.py", "positions.py", "norms.py", "residuals.py", "linear_attention.py"} <= files
+    assert {"modeling_tiny_decoder.py", "configuration_tiny_decoder.py", "positions.py", "norms.py", "residuals.py", "linear_attention.py", "early_exit.py"} <= files
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification",
                              "AutoModelForTokenClassification", "AutoModelForQuestionAnswering"}

@@ -57,6 +57,10 @@ class TinyDecoderConfig(PretrainedConfig):
         hidden_act: str = "swiglu",
         sliding_window: int | None = None,
         attention_type: str = "softmax",
+        early_exit_threshold: float | None = None,
+        early_exit_min_layer: int = 0,
+        early_exit_loss_weight: float = 0.0,
+        layer_dropout: float = 0.0,
         residual: str = "add",
         embedding_dropout: float = 0.0,
         attention_dropout: float = 0.0,
@@ -105,6 +109,16 @@ class TinyDecoderConfig(PretrainedConfig):
         # "softmax", or "linear": causal linear attention (Katharopoulos et al. 2020), phi(x) = elu(x) + 1,
         # O(sequence) time and memory; see linear_attention.py.
         self.attention_type = attention_type
+        # Dynamic depth (early_exit.py): in cached decoding a token leaves after the first layer (from
+        # early_exit_min_layer on) whose exit - the shared head on that layer's normed state - gives its top
+        # token a probability above early_exit_threshold (None or 1.0: never); deeper layers' KV come from the
+        # exit state (CALM's state propagation). Training: early_exit_loss_weight * the mean cross-entropy of
+        # the intermediate exits is added to the loss; layer_dropout skips each block (but the first) with
+        # that probability in training.
+        self.early_exit_threshold = early_exit_threshold
+        self.early_exit_min_layer = early_exit_min_layer
+        self.early_exit_loss_weight = early_exit_loss_weight
+        self.layer_dropout = layer_dropout
         # How a sublayer's output y joins the stream x: "add" (x + y), or "orthogonal_parallel"
         # (x + alpha * (y - p) + beta * p, p = y's projection on x; learned per channel, 1 at init).
         self.residual = residual
@@ -158,7 +172,15 @@ class TinyDecoderConfig(PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"TinyDecoderConfig.{name}={value!r} must be a positive integer.")
-        for name in ("embedding_dropout", "attention_dropout", "residual_dropout"):
+        if self.early_exit_threshold is not None and not 0 <= self.early_exit_threshold <= 1:
+            raise ValueError(f"TinyDecoderConfig.early_exit_threshold={self.early_exit_threshold!r} must be a probability "
+                             f"in [0, 1] (1.0 or None: never exit early).")
+        if not 0 <= self.early_exit_min_layer < self.num_hidden_layers:
+            raise ValueError(f"TinyDecoderConfig.early_exit_min_layer={self.early_exit_min_layer!r} must be a layer index "
+                             f"in [0, {self.num_hidden_layers}).")
+        if self.early_exit_loss_weight < 0:
+            raise ValueError(f"TinyDecoderConfig.early_exit_loss_weight={self.early_exit_loss_weight!r} must be >= 0.")
+        for name in ("embedding_dropout", "attention_dropout", "residual_dropout", "layer_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"TinyDecoderConfig.{name}={value!r} must be in [0, 1).")

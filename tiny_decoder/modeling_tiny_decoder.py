@@ -18,6 +18,8 @@ Design choices (each set by a field of `TinyDecoderConfig`):
   only the window (transformers' sliding-window cache layers).
 - Linear attention (`attention_type="linear"`): causal, kernelised (linear_attention.py).
 - Residuals: x + y, or orthogonal-parallel (`residual`, see residuals.py).
+- Dynamic depth (early_exit.py): early exit in cached decoding with CALM's state propagation,
+  exit losses and layer dropout for training.
 - MLP: up -> activation -> down, or SwiGLU's gated pair.
 - Norms: RMSNorm or LayerNorm, statistics in float32.
 - LM head tied to the token embedding by default; GPT-2 init (std 0.02, residual projections
@@ -52,6 +54,7 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_tiny_decoder import TinyDecoderConfig
+from .early_exit import ExitHead, exit_losses
 from .linear_attention import causal_linear_attention
 from .norms import at_least_float32, build_norm
 from .positions import RotaryEmbedding, alibi_bias, alibi_slopes, apply_rope, sinusoidal_embedding
@@ -133,6 +136,15 @@ class CausalSelfAttention(nn.Module):
             dropout=self.config.attention_dropout if self.training else 0.0, **kwargs,
         )
         return self.o_proj(y.reshape(b, t, -1)), weights
+
+    def fill_cache(self, hidden_states, position_embeddings, cache):
+        """Keys and values of `hidden_states` into this layer's cache, nothing else (an exited token's deeper layers)."""
+        b, t, _ = hidden_states.shape
+        k = self.k_proj(hidden_states).view(b, t, -1, self.head_dim).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(b, t, -1, self.head_dim).transpose(1, 2)
+        if position_embeddings is not None:
+            k = apply_rope(k, *position_embeddings)
+        cache.update(k, v, self.layer_idx)
 
 
 class MLP(nn.Module):
@@ -305,8 +317,18 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
         if cfg.position_embedding == "alibi":
             kwargs["position_bias"] = self._alibi(inputs_embeds, cache, past, mask)
 
-        for block in self.layers[: cfg.num_hidden_layers]:
+        exit_head = kwargs.pop("exit_head", None)
+        self.last_exit_layer = cfg.num_hidden_layers - 1
+        exited = False
+        for i, block in enumerate(self.layers[: cfg.num_hidden_layers]):
+            if exited:  # CALM: the exit state feeds the deeper layers' caches
+                block.self_attn.fill_cache(block.attn_norm(h) if block.pre_norm else h, rope, cache)
+                continue
+            if self.training and cfg.layer_dropout and i > 0 and float(torch.rand(())) < cfg.layer_dropout:
+                continue  # LayerSkip's layer dropout
             h = block(h, attention_mask=mask, position_embeddings=rope, cache=cache, **kwargs)
+            if exit_head is not None and cfg.early_exit_min_layer <= i < cfg.num_hidden_layers - 1 and exit_head(h):
+                exited, self.last_exit_layer = True, i
         return BaseModelOutputWithPast(last_hidden_state=self.norm(h), cache=cache)
 
     def _check_linear_attention(self, cache, attention_mask):
@@ -395,6 +417,14 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
         `num_items_in_batch` (passed by Trainer through **kwargs) makes the loss a sum divided by
         the token count of the whole accumulated batch, so accumulation matches one big batch.
         """
+        cfg = self.config
+        threshold = cfg.early_exit_threshold
+        t = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if threshold is not None and threshold < 1 and not self.training and cache is not None and t == 1:
+            kwargs["exit_head"] = ExitHead(self.model.norm, self.lm_head, threshold)  # decode steps only
+        exit_loss = cfg.early_exit_loss_weight > 0 and labels is not None and self.training
+        if exit_loss:
+            kwargs["output_hidden_states"] = True
         outputs = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
             inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs,
@@ -405,6 +435,8 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            if exit_loss:  # hidden_states: the embeddings, then every block's output
+                loss = loss + cfg.early_exit_loss_weight * exit_losses(self, outputs.hidden_states[1:], labels)
         return CausalLMOutputWithPast(
             loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
