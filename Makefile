@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test train distill sft zeroth-order bench clean
+.PHONY: setup test train distill sft zeroth-order experiment bench clean
 
 setup: $(STAMP)
 
@@ -69,9 +69,16 @@ zeroth-order: setup
 	  echo "error: no model at TEACHER=$(TEACHER) (model.safetensors missing)."; exit 2; }
 	$(BIN)/python scripts/zeroth_order_experiment.py --base_model "$(TEACHER)" $(DATA_FLAG) --output_dir runs/zeroth-order
 
+# Architecture switches one at a time (positions, norms, pre/post, activations, GQA, sliding-window and linear
+# attention, orthogonal-parallel residuals, early-exit training): one table and curve in runs/experiment.
+EXPERIMENT_ARGS ?=
+experiment: setup
+	$(BIN)/python scripts/experiment.py $(DATA_FLAG) --output_dir runs/experiment $(EXPERIMENT_ARGS)
+
 bench: setup
 	$(BIN)/python bench/speed.py
 	$(BIN)/python bench/zeroth_order.py
+	$(BIN)/python bench/attention_cost.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
