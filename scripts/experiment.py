@@ -57,8 +57,8 @@ def parse(argv):
 
 def train(a, name: str, steps: int, out: Path) -> Path:
     folder = out / name
-    tokenizer = ["--tokenizer_name", str(out / "baseline")] if (out / "baseline" / "tokenizer.json").exists() else \
-        ["--vocab_size", str(a.vocab_size)]
+    # The baseline trains the tokenizer (always first, so never a stale one); every variant reuses it.
+    tokenizer = ["--vocab_size", str(a.vocab_size)] if name == "baseline" else ["--tokenizer_name", str(out / "baseline")]
     overrides = VARIANTS[name]
     cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "--preset", a.preset, "--dataset_path", a.dataset_path,
            *tokenizer, "--block_size", str(a.block_size), "--per_device_train_batch_size", str(a.batch_size),

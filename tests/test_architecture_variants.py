@@ -314,6 +314,9 @@ def test_exit_loss_adds_the_mean_intermediate_cross_entropy():
 def test_layer_dropout_skips_blocks_in_training_only():
     model = build(num_hidden_layers=3, layer_dropout=0.999999)
     ids = torch.randint(3, 67, (1, 6))
+    model.config.early_exit_loss_weight = 0.5  # with every intermediate block skipped there is no exit to score
+    assert torch.isfinite(model.train()(ids, labels=ids).loss)
+    model.config.early_exit_loss_weight = 0.0
     first_only = build(num_hidden_layers=1)
     first_only.load_state_dict(model.state_dict(), strict=False)
     with torch.no_grad():
@@ -356,3 +359,12 @@ def test_the_experiment_script_trains_each_variant_and_writes_one_table(workdir,
     table = (out / "table.md").read_text()
     assert "| orthogonal_parallel | residual=orthogonal_parallel |" in table and "| threshold | loss |" in table
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_config_overrides_reach_the_new_fields_and_none_stays_a_string_where_strings_go(tiny_tokenizer):
+    from tiny_decoder.training import ModelArguments, build_config
+
+    config = build_config(ModelArguments(preset="nano", config_overrides="position_embedding=none,sliding_window=none,"
+                                         "attention_type=linear,early_exit_threshold=0.9"), tiny_tokenizer, 16)
+    assert (config.position_embedding, config.sliding_window, config.attention_type, config.early_exit_threshold) == \
+        ("none", None, "linear", 0.9)

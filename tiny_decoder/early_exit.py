@@ -31,12 +31,13 @@ class ExitHead:
 
 
 def exit_losses(model, hidden_states, labels) -> torch.Tensor:
-    """Mean cross-entropy of the exits after every block but the last (the shared head on the normed state)."""
+    """Mean cross-entropy of the exits after every block but the last (the shared head on the normed state);
+    0 when layer dropout left no intermediate block this step."""
     losses = []
     for h in hidden_states[:-1]:
         logits = model.lm_head(model.model.norm(h))
         losses.append(model.loss_function(logits=logits, labels=labels, vocab_size=model.config.vocab_size))
-    return torch.stack(losses).mean()
+    return torch.stack(losses).mean() if losses else hidden_states[-1].new_zeros(())
 
 
 @torch.no_grad()

@@ -222,6 +222,9 @@ def build_config(model_args: ModelArguments, tokenizer, block_size: int) -> Tiny
     unknown = [k for k in overrides if not hasattr(config, k)]
     if unknown:
         raise ValueError(f"config_overrides names unknown fields {unknown}; see TinyDecoderConfig for the fields.")
+    for k, v in overrides.items():  # 'none' is None, except for a field that takes strings (position_embedding=none)
+        if v is None and isinstance(getattr(config, k), str):
+            overrides[k] = "none"
     if overrides:
         base = config.to_dict()
         if "head_dim" not in overrides and base.get("head_dim") == base["hidden_size"] // base["num_attention_heads"]:
