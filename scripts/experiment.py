@@ -117,9 +117,10 @@ def plot(results: dict, path: Path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name, r in results.items():
+    colors = plt.get_cmap("tab20").colors  # a colour each, for up to 20 variants
+    for i, (name, r) in enumerate(results.items()):
         steps, losses = zip(*r["curve"])
-        ax.plot(steps, losses, marker="o", ms=3, label=name)
+        ax.plot(steps, losses, marker="o", ms=3, label=name, color=colors[i % len(colors)])
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("validation loss")
     ax.grid(alpha=0.3)
