@@ -12,16 +12,14 @@ skip masked blocks (flash-attention's window) are GPU-only.
 
 import argparse
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from zeroth_order import _cpu_peak, _reset_cpu_peak  # noqa: E402  (peak RSS per call on Linux)
+from zeroth_order import timed_peak  # noqa: E402  (time and peak memory, CUDA or CPU RSS)
 
 from tiny_decoder.linear_attention import causal_linear_attention  # noqa: E402
 
@@ -39,23 +37,9 @@ def kernels(window: int):
 
 
 def measure(fn, q, k, v, repeats: int):
-    cuda = q.device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        start = torch.cuda.memory_allocated()
-    else:
-        start = _reset_cpu_peak()
-    times = []
     with torch.no_grad():
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(q, k, v)
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated() if cuda else _cpu_peak()) - start
-    return statistics.median(times[1:] or times) * 1000, max(peak, 0) / 2**20
+        ms, peak = timed_peak(lambda: fn(q, k, v), q.device, repeats)
+    return ms, max(peak, 0) / 2**20
 
 
 def slope(xs, ys) -> float:

@@ -69,25 +69,31 @@ def measure(mode: str, a) -> dict:
         def step():
             opt.probe(model, loss_fn)
             opt.step()
-    if device.type == "cuda":
+    ms, peak = timed_peak(step, device, a.repeats)
+    forwards = {"inference": 1, "adamw": 1}.get(mode, 2 * a.directions)
+    return {"mode": mode, "ms": ms, "peak_mib": peak / 2**20, "forwards": forwards}
+
+
+def timed_peak(step, device, repeats: int) -> tuple[float, int]:
+    """(median ms of the calls after the first, peak bytes the calls added): CUDA's allocator, or the RSS on a CPU."""
+    import torch
+
+    cuda = device.type == "cuda"
+    if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         start = torch.cuda.memory_allocated()
     else:
         start = _reset_cpu_peak()
     times = []
-    for _ in range(a.repeats):
+    for _ in range(repeats):
         t = time.perf_counter()
         step()
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() - start
-    else:
-        peak = _cpu_peak() - start
-    forwards = {"inference": 1, "adamw": 1}.get(mode, 2 * a.directions)
-    return {"mode": mode, "ms": 1000 * statistics.median(times[1:] or times), "peak_mib": peak / 2**20, "forwards": forwards}
+    peak = (torch.cuda.max_memory_allocated() if cuda else _cpu_peak()) - start
+    return 1000 * statistics.median(times[1:] or times), peak
 
 
 def _status_kib(field: str) -> int:
