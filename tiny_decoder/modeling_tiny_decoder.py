@@ -113,10 +113,9 @@ class CausalSelfAttention(nn.Module):
         b, t, _ = hidden_states.shape
         shape = (b, t, -1, self.head_dim)  # -1: the heads this process holds (all, unless tensor-parallel)
         q = self.q_proj(hidden_states).view(shape).transpose(1, 2)  # (B, H, T, d)
-        k = self.k_proj(hidden_states).view(shape).transpose(1, 2)  # (B, H_kv, T, d)
-        v = self.v_proj(hidden_states).view(shape).transpose(1, 2)
         if position_embeddings is not None:
-            q, k = apply_rope(q, *position_embeddings), apply_rope(k, *position_embeddings)
+            q = apply_rope(q, *position_embeddings)
+        k, v = self.project_kv(hidden_states, position_embeddings)  # (B, H_kv, T, d)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, H_kv, S, d), S = past + T (or the static length)
         if self.config.attention_type == "linear":  # no score matrix: no mask, kernel or weights
@@ -137,14 +136,19 @@ class CausalSelfAttention(nn.Module):
         )
         return self.o_proj(y.reshape(b, t, -1)), weights
 
-    def fill_cache(self, hidden_states, position_embeddings, cache):
-        """Keys and values of `hidden_states` into this layer's cache, nothing else (an exited token's deeper layers)."""
+    def project_kv(self, hidden_states, position_embeddings):
+        """(B, H_kv, T, d) keys (rotated when RoPE) and values of `hidden_states`."""
         b, t, _ = hidden_states.shape
-        k = self.k_proj(hidden_states).view(b, t, -1, self.head_dim).transpose(1, 2)
-        v = self.v_proj(hidden_states).view(b, t, -1, self.head_dim).transpose(1, 2)
+        shape = (b, t, -1, self.head_dim)
+        k = self.k_proj(hidden_states).view(shape).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(shape).transpose(1, 2)
         if position_embeddings is not None:
             k = apply_rope(k, *position_embeddings)
-        cache.update(k, v, self.layer_idx)
+        return k, v
+
+    def fill_cache(self, hidden_states, position_embeddings, cache):
+        """Keys and values of `hidden_states` into this layer's cache, nothing else (an exited token's deeper layers)."""
+        cache.update(*self.project_kv(hidden_states, position_embeddings), self.layer_idx)
 
 
 class MLP(nn.Module):
