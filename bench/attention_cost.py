@@ -21,7 +21,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from zeroth_order import timed_peak  # noqa: E402  (time and peak memory, CUDA or CPU RSS)
 
-from tiny_decoder.linear_attention import causal_linear_attention  # noqa: E402
+from tiny_decoder.model.linear_attention import causal_linear_attention  # noqa: E402
 
 
 def kernels(window: int):

@@ -32,7 +32,7 @@ def measure(mode: str, a) -> dict:
     import torch
 
     from tiny_decoder import TinyDecoderConfig, TinyDecoderForCausalLM
-    from tiny_decoder.finite_difference import default_loss
+    from tiny_decoder.evaluation.finite_difference import default_loss
     from tiny_decoder.training import PRESETS
     from tiny_decoder.training.zeroth_order import ZerothOrderOptimizer
 

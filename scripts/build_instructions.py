@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments, clean_and_split, load_raw_dataset
-from tiny_decoder.instructions import build_instruction_set
+from tiny_decoder.data.instructions import build_instruction_set
 
 
 @dataclass

@@ -17,10 +17,10 @@ import torch
 
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments, build_lm_datasets, load_raw_dataset
-from tiny_decoder.measure import blocks_loss, generation_speed
-from tiny_decoder.tokenizer import load_tokenizer
+from tiny_decoder.evaluation.loss import blocks_loss, generation_speed
+from tiny_decoder.data.tokenizer import load_tokenizer
 from tiny_decoder.training.arguments import ModelArguments, check_model_sources
-from tiny_decoder.training.objective import CausalLMObjective
+from tiny_decoder.training.objectives import CausalLMObjective
 
 
 @dataclass

@@ -14,8 +14,8 @@ import sys
 
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments
-from tiny_decoder.distillation import DistillationArguments, DistillationObjective
-from tiny_decoder.tokenizer import TokenizerArguments
+from tiny_decoder.training.objectives.distillation import DistillationArguments, DistillationObjective
+from tiny_decoder.data.tokenizer import TokenizerArguments
 from tiny_decoder.training import ModelArguments, TrainArguments, run_training
 
 

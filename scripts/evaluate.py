@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from tiny_decoder.cli import check_model_folder, parse_args, run_command  # noqa: E402
 from tiny_decoder.data import DataArguments, load_raw_dataset  # noqa: E402
-from tiny_decoder.evaluation import perplexity  # noqa: E402
+from tiny_decoder.evaluation.perplexity import perplexity  # noqa: E402
 
 
 @dataclass
@@ -91,8 +91,8 @@ def main(argv=None):
     if args.write_card:
         if not Path(args.model_name_or_path).is_dir():
             raise ValueError("--write_card updates a local model folder's README.md; give a folder.")
-        from tiny_decoder.introspection import format_parameter_table, parameter_table
-        from tiny_decoder.model_card import evaluation_section, update_card_evaluation
+        from tiny_decoder.evaluation.introspection import format_parameter_table, parameter_table
+        from tiny_decoder.hub import evaluation_section, update_card_evaluation
 
         dataset = data_args.dataset_name if not data_args.local_path else Path(data_args.local_path).name
         section = evaluation_section(result, dataset, args.split, args.stride,

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from tiny_decoder.chat import add_chat_template, load_conversations
+from tiny_decoder.data.chat import add_chat_template, load_conversations
 from tiny_decoder.cli import parse_args, run_command
-from tiny_decoder.instructions import words_present
-from tiny_decoder.sft import SFTObjective, assistant_loss, generate_answers
-from tiny_decoder.tokenizer import load_tokenizer
-from tiny_decoder.training.objective import CausalLMObjective
+from tiny_decoder.data.instructions import words_present
+from tiny_decoder.training.objectives.sft import SFTObjective, assistant_loss, generate_answers
+from tiny_decoder.data.tokenizer import load_tokenizer
+from tiny_decoder.training.objectives import CausalLMObjective
 
 
 @dataclass

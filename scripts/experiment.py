@@ -99,8 +99,8 @@ def early_exit_rows(folder: Path, a) -> list[dict]:
     from transformers import AutoModelForCausalLM
 
     from tiny_decoder.data import DataArguments, build_lm_datasets, load_raw_dataset
-    from tiny_decoder.early_exit import evaluate_early_exit
-    from tiny_decoder.tokenizer import load_tokenizer
+    from tiny_decoder.evaluation.early_exit import evaluate_early_exit
+    from tiny_decoder.data.tokenizer import load_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(folder)
     tok = load_tokenizer(str(folder))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tiny_decoder.cli import check_model_folder, parse_args, run_command
-from tiny_decoder.introspection import attention_maps, format_parameter_table, parameter_table, trace_shapes
+from tiny_decoder.evaluation.introspection import attention_maps, format_parameter_table, parameter_table, trace_shapes
 
 
 @dataclass

@@ -19,12 +19,12 @@ import torch
 
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments, build_lm_datasets, load_raw_dataset
-from tiny_decoder.measure import blocks_loss, generation_speed
-from tiny_decoder.model_card import render_pruned_card
+from tiny_decoder.evaluation.loss import blocks_loss, generation_speed
+from tiny_decoder.hub import render_pruned_card
 from tiny_decoder.pruning import LAYER_METRICS, prune_model
-from tiny_decoder.tokenizer import load_tokenizer
+from tiny_decoder.data.tokenizer import load_tokenizer
 from tiny_decoder.training.arguments import ModelArguments, check_model_sources
-from tiny_decoder.training.objective import CausalLMObjective
+from tiny_decoder.training.objectives import CausalLMObjective
 from tiny_decoder.training.run_dir import check_output_dir, clear_run, save_atomically
 
 

@@ -12,7 +12,7 @@ import sys
 
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments
-from tiny_decoder.tokenizer import TokenizerArguments
+from tiny_decoder.data.tokenizer import TokenizerArguments
 from tiny_decoder.training import ModelArguments, TrainArguments, run_training
 
 

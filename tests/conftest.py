@@ -74,7 +74,7 @@ def generated_documents(n=300, seed=0):
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from tiny_decoder.tokenizer import train_bpe_tokenizer
+    from tiny_decoder.data.tokenizer import train_bpe_tokenizer
 
     docs = generated_documents(500)
     return train_bpe_tokenizer([docs[i : i + 100] for i in range(0, 500, 100)], vocab_size=300, model_max_length=32)

@@ -7,7 +7,7 @@ from transformers import DynamicCache
 
 from conftest import small_config
 from tiny_decoder import TinyDecoderConfig, TinyDecoderForCausalLM
-from tiny_decoder.residuals import OrthogonalParallelResidual
+from tiny_decoder.model.residuals import OrthogonalParallelResidual
 
 
 def build(impl="eager", seed=0, **overrides):
@@ -164,7 +164,7 @@ def test_train_script_logs_activation_norms_for_a_variant(workdir, tmp_path):
 
 def naive_linear_attention(q, k, v):
     """out_i = sum_{j <= past + i} phi(q_i).phi(k_j) v_j / sum_j phi(q_i).phi(k_j), one query at a time, float64."""
-    from tiny_decoder.linear_attention import feature_map
+    from tiny_decoder.model.linear_attention import feature_map
 
     q, k, v = (x.double() for x in (q, k, v))
     t, s = q.shape[-2], k.shape[-2]
@@ -177,7 +177,7 @@ def naive_linear_attention(q, k, v):
 
 
 def test_linear_attention_matches_the_naive_formula_with_and_without_past():
-    from tiny_decoder.linear_attention import causal_linear_attention
+    from tiny_decoder.model.linear_attention import causal_linear_attention
 
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8)
@@ -224,7 +224,7 @@ def test_linear_attention_refuses_what_it_cannot_do_exactly():
 
 @pytest.mark.parametrize("chunk", [1, 3, 64])
 def test_linear_attention_chunks_do_not_change_the_result(chunk):
-    from tiny_decoder.linear_attention import causal_linear_attention
+    from tiny_decoder.model.linear_attention import causal_linear_attention
 
     torch.manual_seed(1)
     q, k, v = torch.randn(1, 2, 10, 4), torch.randn(1, 2, 13, 4), torch.randn(1, 2, 13, 4)
@@ -330,7 +330,7 @@ def test_layer_dropout_skips_blocks_in_training_only():
 
 
 def test_evaluate_early_exit_reports_loss_depth_and_speed():
-    from tiny_decoder.early_exit import evaluate_early_exit
+    from tiny_decoder.evaluation.early_exit import evaluate_early_exit
 
     model = build(num_hidden_layers=3)
     seqs = [torch.randint(3, 67, (10,)) for _ in range(2)]

@@ -26,7 +26,7 @@ def test_bad_input_exits_with_one_line(capsys):
 
 
 def test_a_required_argument_may_come_after_the_file_and_unknown_keys_are_named(tmp_path):
-    from tiny_decoder.distillation import DistillationArguments
+    from tiny_decoder.training.objectives.distillation import DistillationArguments
 
     f = tmp_path / "args.yaml"
     f.write_text("learning_rate: 0.01\nalpha: 0.25\n")

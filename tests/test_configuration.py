@@ -1,7 +1,7 @@
 import pytest
 
 from tiny_decoder import TinyDecoderConfig
-from tiny_decoder.configuration_tiny_decoder import HIDDEN_ACTS, NORMS, POSITION_EMBEDDINGS
+from tiny_decoder.model.configuration_tiny_decoder import HIDDEN_ACTS, NORMS, POSITION_EMBEDDINGS
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from conftest import cli_args, killed_at_checkpoint, metrics, run_script, small_config
 from tiny_decoder import TinyDecoderForCausalLM
-from tiny_decoder.distillation import (
+from tiny_decoder.training.objectives.distillation import (
     DIVERGENCES, DistillationObjective, check_same_vocabulary, distillation_divergence, divergence_per_token,
 )
 
@@ -159,7 +159,7 @@ def test_distill_script_logs_ce_and_kl_and_resumes_exactly(workdir, teacher_dir,
 
 
 def test_distill_script_refuses_a_teacher_with_another_tokenizer_before_training(workdir, teacher_dir, tmp_path):
-    from tiny_decoder.tokenizer import train_bpe_tokenizer
+    from tiny_decoder.data.tokenizer import train_bpe_tokenizer
 
     from conftest import generated_documents
 
@@ -175,7 +175,7 @@ def test_distillation_trainer_trains_with_transformers_trainer(tmp_path):
     from test_trainer import toy_dataset
     from transformers import TrainingArguments
 
-    from tiny_decoder.distillation import DistillationTrainer
+    from tiny_decoder.training.objectives.distillation import DistillationTrainer
 
     student, teacher = pair()
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=30, per_device_train_batch_size=8, learning_rate=5e-3,
@@ -212,7 +212,7 @@ def test_any_transformers_causal_lm_with_the_same_vocabulary_can_teach():
 
 
 def test_teacher_loads_frozen_in_the_requested_dtype(teacher_dir):
-    from tiny_decoder.distillation import load_teacher
+    from tiny_decoder.training.objectives.distillation import load_teacher
 
     teacher = load_teacher(str(teacher_dir), "bfloat16")
     assert not teacher.training and all(p.dtype == torch.bfloat16 and not p.requires_grad for p in teacher.parameters())

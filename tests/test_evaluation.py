@@ -10,7 +10,7 @@ import torch
 
 from conftest import ROOT, generated_documents, run_script, small_config
 from tiny_decoder import TinyDecoderForCausalLM
-from tiny_decoder.evaluation import perplexity, windows
+from tiny_decoder.evaluation.perplexity import perplexity, windows
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import model_and_batch
-from tiny_decoder.finite_difference import finite_difference_check, format_check
+from tiny_decoder.evaluation.finite_difference import finite_difference_check, format_check
 
 
 @pytest.mark.parametrize("pe", ["rope", "alibi", "learned"])

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from conftest import POSITION_EMBEDDINGS, small_config
 from tiny_decoder import TinyDecoderForCausalLM
-from tiny_decoder.configuration_tiny_decoder import HIDDEN_ACTS, NORM_POSITIONS, NORMS
+from tiny_decoder.model.configuration_tiny_decoder import HIDDEN_ACTS, NORM_POSITIONS, NORMS
 
 COMBOS = list(itertools.product(POSITION_EMBEDDINGS, NORMS, NORM_POSITIONS, HIDDEN_ACTS))
 

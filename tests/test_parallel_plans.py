@@ -36,7 +36,7 @@ def test_tp_plan_names_real_linear_layers_and_covers_every_projection():
 def test_pp_plan_names_real_modules_and_forward_arguments():
     import inspect
 
-    from tiny_decoder.modeling_tiny_decoder import Block
+    from tiny_decoder.model.modeling_tiny_decoder import Block
 
     model = TinyDecoderForCausalLM(small_config())
     for name, (inputs, outputs) in TinyDecoderConfig.base_model_pp_plan.items():

@@ -96,7 +96,7 @@ def test_sinusoidal_positions_become_the_kept_channels_of_a_learned_table():
     model = model_with(position_embedding="sinusoidal")
     small, _ = prune_model(model, CALIB, hidden_size=24)
     assert small.config.position_embedding == "learned"
-    from tiny_decoder.positions import sinusoidal_embedding
+    from tiny_decoder.model.positions import sinusoidal_embedding
 
     table = sinusoidal_embedding(torch.arange(64)[None], 32, torch.float32)[0]
     kept = [int(j) for j in _kept_channels(model, small)]

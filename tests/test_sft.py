@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import cli_args, generated_documents, metrics, run, run_script
-from tiny_decoder.chat import CHAT_TEMPLATE, add_chat_template, encode_conversation, load_conversations, to_messages
-from tiny_decoder.instructions import build_instruction_set, content_words, story_to_conversation, words_present
+from tiny_decoder.data.chat import CHAT_TEMPLATE, add_chat_template, encode_conversation, load_conversations, to_messages
+from tiny_decoder.data.instructions import build_instruction_set, content_words, story_to_conversation, words_present
 
 CONV = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Lily saw"},
         {"role": "assistant", "content": "a red ball."}, {"role": "user", "content": "More"},

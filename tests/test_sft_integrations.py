@@ -15,7 +15,7 @@ def model_and_tok(tiny_tokenizer):
 
     from conftest import small_config
     from tiny_decoder import TinyDecoderForCausalLM
-    from tiny_decoder.chat import add_chat_template
+    from tiny_decoder.data.chat import add_chat_template
 
     tok = copy.deepcopy(tiny_tokenizer)
     add_chat_template(tok)
@@ -29,7 +29,7 @@ def model_and_tok(tiny_tokenizer):
 def chat_dataset(n=64):
     from datasets import Dataset
 
-    from tiny_decoder.instructions import build_instruction_set
+    from tiny_decoder.data.instructions import build_instruction_set
 
     convs = build_instruction_set(generated_documents(n, seed=4), validation_fraction=0.0)["train"]
     return Dataset.from_list([{"messages": c["messages"]} for c in convs])

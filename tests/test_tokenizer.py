@@ -2,7 +2,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from conftest import generated_documents, shared_tinystories
-from tiny_decoder.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_bpe_tokenizer
+from tiny_decoder.data.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_bpe_tokenizer
 
 ROUND_TRIP = [
     "Once upon a time, there was a little cat.",
@@ -60,7 +60,7 @@ def test_load_tokenizer_missing_folder_names_the_path(tmp_path):
 @pytest.mark.skipif(shared_tinystories() is None, reason="../shared/data/tinystories is absent (set TINY_DECODER_DATA)")
 def test_tinystories_4096_bpe_characters_per_token():
     from tiny_decoder.data import DataArguments, load_raw_dataset
-    from tiny_decoder.tokenizer import text_batches
+    from tiny_decoder.data.tokenizer import text_batches
 
     raw = load_raw_dataset(DataArguments(dataset_path=str(shared_tinystories())))
     tok = train_bpe_tokenizer(text_batches(raw["train"]), vocab_size=4096)

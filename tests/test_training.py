@@ -21,7 +21,7 @@ def test_one_step_equals_a_hand_written_step(workdir, tmp_path):
 
     from tiny_decoder import TinyDecoderConfig, TinyDecoderForCausalLM
     from tiny_decoder.data import DataArguments, build_lm_datasets
-    from tiny_decoder.tokenizer import load_tokenizer
+    from tiny_decoder.data.tokenizer import load_tokenizer
     from tiny_decoder.training.loop import EpochSampler
 
     out = tmp_path / "one"

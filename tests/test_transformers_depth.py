@@ -228,7 +228,7 @@ def test_rope_types_from_transformers_run_and_reload(params, tmp_path):
 
 
 def test_partial_rotary_leaves_the_other_channels_unrotated():
-    from tiny_decoder.positions import RotaryEmbedding, apply_rope
+    from tiny_decoder.model.positions import RotaryEmbedding, apply_rope
 
     cfg = small_config(hidden_size=64, num_attention_heads=4, rope_parameters={"rope_type": "default",
                                                                                "partial_rotary_factor": 0.5})
@@ -303,7 +303,7 @@ def test_bad_input_gets_clear_errors():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_rmsnorm_fast_path_equals_the_written_out_formula_in_float64(dtype):
-    from tiny_decoder.norms import RMSNorm
+    from tiny_decoder.model.norms import RMSNorm
 
     torch.manual_seed(0)
     norm = RMSNorm(48, eps=1e-5).to(dtype)

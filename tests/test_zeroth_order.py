@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import model_and_batch
-from tiny_decoder.finite_difference import default_loss
-from tiny_decoder.training.optim import param_groups
+from tiny_decoder.evaluation.finite_difference import default_loss
+from tiny_decoder.training.optimizers import param_groups
 from tiny_decoder.training.zeroth_order import ZerothOrderOptimizer, mix_seed
 
 

@@ -8,9 +8,9 @@ them for `register_for_auto_class`, so `save_pretrained` also writes the modelin
 import transformers
 from transformers import AutoConfig
 
-from .configuration_tiny_decoder import TinyDecoderConfig
-from .modeling_tiny_decoder import (
+from .model import (
     AUTO_CLASSES,
+    TinyDecoderConfig,
     TinyDecoderForCausalLM,
     TinyDecoderForQuestionAnswering,
     TinyDecoderForSequenceClassification,

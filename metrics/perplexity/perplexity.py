@@ -39,7 +39,7 @@ class Perplexity(evaluate.Metric):
         import tiny_decoder  # noqa: F401  (registers the Auto classes)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from tiny_decoder.evaluation import perplexity
+        from tiny_decoder.evaluation.perplexity import perplexity
 
         model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=trust_remote_code)

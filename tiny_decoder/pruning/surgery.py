@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..configuration_tiny_decoder import TinyDecoderConfig
-from ..modeling_tiny_decoder import TinyDecoderForCausalLM
-from ..positions import alibi_slopes, sinusoidal_embedding
+from ..model.configuration_tiny_decoder import TinyDecoderConfig
+from ..model.modeling_tiny_decoder import TinyDecoderForCausalLM
+from ..model.positions import alibi_slopes, sinusoidal_embedding
 
 
 @dataclass

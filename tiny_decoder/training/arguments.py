@@ -6,7 +6,7 @@ so a user's flags and JSON/YAML files carry over.
 
 from dataclasses import dataclass, field
 
-from ..configuration_tiny_decoder import TinyDecoderConfig
+from ..model.configuration_tiny_decoder import TinyDecoderConfig
 
 # Architecture presets. `small` is llama2.c's stories15M shape (its 32k vocab makes it 15M;
 # with our 4096-token BPE it is ~7M).

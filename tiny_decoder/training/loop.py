@@ -24,13 +24,14 @@ from tqdm.auto import tqdm
 
 from .. import TinyDecoderForCausalLM
 from ..data import clean_and_split, format_report, hub_is_reachable
-from ..model_card import render_model_card
-from ..tokenizer import get_tokenizer, load_tokenizer
+from ..hub import render_model_card
+from ..data.tokenizer import get_tokenizer, load_tokenizer
 from .arguments import build_config, check_model_sources
 from .budget import CALIBRATION, plan_total_steps
 from .checkpoint import install_state_hooks, list_checkpoints, resolve_checkpoint, save_checkpoint, verify_checkpoint
-from .objective import CausalLMObjective
-from .optim import build_optimizers, build_steps, lr_lambda, optimizer_card_section
+from .objectives import CausalLMObjective
+from .optimizers import build_optimizers, lr_lambda, optimizer_card_section
+from .steps import build_steps
 from .report import (ActivationNorms, MetricsLog, describe_data, describe_hardware, device_peak_flops, flops_per_token,
                      plot_loss_curve)
 from .run_dir import check_output_dir, clear_run, save_atomically

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from .training.objective import CausalLMObjective
+from .causal_lm import CausalLMObjective
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -80,7 +80,7 @@ def load_teacher(name_or_path: str, dtype: str = "float32"):
     """A frozen causal LM: eval mode, no gradients."""
     from transformers import AutoModelForCausalLM
 
-    from .training.arguments import ModelArguments, check_model_sources
+    from ..arguments import ModelArguments, check_model_sources
 
     check_model_sources(ModelArguments(model_name_or_path=name_or_path))
     teacher = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=TEACHER_DTYPES[dtype])

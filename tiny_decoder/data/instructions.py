@@ -19,7 +19,7 @@ import hashlib
 import random
 import re
 
-from .data import in_validation
+from .corpus import in_validation
 
 STOPWORDS = set("""
 a an the and or but so then than that this these those there their they them he she it its his her him we you

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
-from .chat import add_chat_template, encode_conversation, load_conversations
-from .data import DataError, SplitReport, in_validation
-from .training.objective import CausalLMObjective
+from ...data.chat import add_chat_template, encode_conversation, load_conversations
+from ...data import DataError, SplitReport, in_validation
+from .causal_lm import CausalLMObjective
 
 
 def load_chat_splits(data_args) -> dict:

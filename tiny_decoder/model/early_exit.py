@@ -12,9 +12,6 @@ and the training losses that make intermediate exits useful.
   `layer_dropout` skips blocks at random (LayerSkip), so later layers learn to work on earlier states.
 """
 
-import math
-import time
-
 import torch
 import torch.nn.functional as F
 
@@ -38,35 +35,3 @@ def exit_losses(model, hidden_states, labels) -> torch.Tensor:
         logits = model.lm_head(model.model.norm(h))
         losses.append(model.loss_function(logits=logits, labels=labels, vocab_size=model.config.vocab_size))
     return torch.stack(losses).mean() if losses else hidden_states[-1].new_zeros(())
-
-
-@torch.no_grad()
-def evaluate_early_exit(model, sequences: list[torch.Tensor], thresholds, prompt_tokens: int = 1) -> list[dict]:
-    """Per threshold: teacher-forced cached decoding of each sequence token by token with early exit.
-    Returns the loss on the decoded positions, the mean exit layer (0-based; the last layer when none)
-    and decode tokens per second."""
-    from transformers import DynamicCache
-
-    model.eval()
-    saved = model.config.early_exit_threshold
-    rows = []
-    try:
-        for threshold in thresholds:
-            model.config.early_exit_threshold = threshold
-            nll, count, layers, seconds = 0.0, 0, [], 0.0
-            for ids in sequences:
-                ids = ids.view(1, -1)
-                cache = DynamicCache(config=model.config)
-                logits = model(ids[:, :prompt_tokens], cache=cache, use_cache=True).logits[:, -1]
-                start = time.perf_counter()
-                for t in range(prompt_tokens, ids.shape[1]):
-                    nll += float(F.cross_entropy(logits.float(), ids[:, t]))
-                    count += 1
-                    logits = model(ids[:, t : t + 1], cache=cache, use_cache=True).logits[:, -1]
-                    layers.append(model.model.last_exit_layer)
-                seconds += time.perf_counter() - start
-            rows.append({"threshold": threshold, "loss": nll / count, "perplexity": math.exp(nll / count),
-                         "mean_exit_layer": sum(layers) / len(layers), "tokens_per_s": len(layers) / seconds})
-    finally:
-        model.config.early_exit_threshold = saved
-    return rows

@@ -9,7 +9,7 @@ never a second copy of the loop.
 
 import torch
 
-from ..data import build_lm_datasets, load_raw_dataset
+from ...data import build_lm_datasets, load_raw_dataset
 
 
 class CausalLMObjective:

@@ -1,0 +1,88 @@
+"""What one micro-batch does: the rule the trainer calls as `steps.at(step)(model, objective, batch)`
+inside `accelerator.accumulate`; the optimizer's own step runs at the end of an accumulation (accelerate
+skips it before). Backprop, zeroth-order (forward passes only), or a hybrid switching at a step."""
+
+from .optimizers import SchedulerGroup
+
+# The loop calls `steps.at(step)(model, objective, batch)` inside `accelerator.accumulate`; the
+# optimizer's own step runs at the end of an accumulation (accelerate skips it before).
+
+class BackpropStep:
+    """Loss, backward, clipping at the accumulation's end, optimizer step."""
+
+    def __init__(self, accelerator, optimizer, max_grad_norm: float):
+        self.accelerator, self.optimizer, self.max_grad_norm = accelerator, optimizer, max_grad_norm
+        self.forward_passes = 0
+
+    def __call__(self, model, objective, batch):
+        loss, extras = objective(model, batch)
+        self.accelerator.backward(loss)
+        if self.accelerator.sync_gradients and self.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(model.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.forward_passes += 1
+        return loss, extras
+
+    def pop_stats(self) -> dict:
+        return {}
+
+
+class ZerothOrderStep:
+    """Forward passes only (no autograd graph, eval mode as in MeZO: no dropout between the +/- probes)."""
+
+    def __init__(self, accelerator, optimizer):
+        self.accelerator, self.optimizer = accelerator, optimizer
+        self.zo = getattr(optimizer, "optimizer", optimizer)  # inside accelerate's wrapper
+
+    @property
+    def forward_passes(self) -> int:
+        return self.zo.forward_passes
+
+    def __call__(self, model, objective, batch):
+        module = self.accelerator.unwrap_model(model)  # not the DDP wrapper: probes need no gradient sync
+        was_training = module.training
+        module.eval()
+        try:
+            loss = self.zo.probe(module, lambda m: objective(m, batch)[0])
+        finally:
+            module.train(was_training)
+        self.optimizer.step()
+        return loss, {}
+
+    def pop_stats(self) -> dict:
+        return self.zo.pop_stats()
+
+
+class Steps:
+    """The rule for each optimizer step: one rule, or two phases switching at `switch_step` (hybrid)."""
+
+    def __init__(self, rules: list, switch_step: int = 0, scheduler=None):
+        self.rules, self.switch_step, self.scheduler = rules, switch_step, scheduler
+
+    def at(self, step: int):
+        phase = 0 if len(self.rules) == 1 or step < self.switch_step else 1
+        if isinstance(self.scheduler, SchedulerGroup):
+            self.scheduler.current = phase
+        return self.rules[phase]
+
+    @property
+    def forward_passes(self) -> int:
+        return sum(r.forward_passes for r in self.rules)
+
+    def pop_stats(self) -> dict:
+        out = {}
+        for r in self.rules:
+            out.update(r.pop_stats())
+        return out
+
+
+def build_steps(args, accelerator, optimizers, scheduler) -> Steps:
+    """The micro-batch rule(s) for the prepared optimizers of build_optimizers."""
+    from .zeroth_order import ZerothOrderOptimizer
+
+    rules = [ZerothOrderStep(accelerator, o) if isinstance(getattr(o, "optimizer", o), ZerothOrderOptimizer)
+             else BackpropStep(accelerator, o, args.max_grad_norm) for o in optimizers]
+    return Steps(rules, args.zo_switch_step, scheduler)
+
+
