@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from tiny_decoder.cli import parse_args, run_command
+from tiny_decoder.cli import check_model_source, parse_args, run_command
 from tiny_decoder.data import DataArguments, build_lm_datasets, load_raw_dataset
-from tiny_decoder.evaluation.loss import blocks_loss, generation_speed
+from tiny_decoder.evaluation.loss import blocks_loss
+from tiny_decoder.evaluation.speed import generation_speed
 from tiny_decoder.data.tokenizer import load_tokenizer
-from tiny_decoder.training.arguments import ModelArguments, check_model_sources
 from tiny_decoder.training.objectives import CausalLMObjective
 
 
@@ -50,7 +50,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args, data_args = parse_args((CompareArguments, DataArguments), argv)
     for name in args.models:
-        check_model_sources(ModelArguments(model_name_or_path=name))
+        check_model_source(name)
     tokenizer = load_tokenizer(args.models[0], data_args.block_size)
     for name in args.models[1:]:
         if load_tokenizer(name).get_vocab() != tokenizer.get_vocab():

@@ -16,7 +16,7 @@ from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments
 from tiny_decoder.training.objectives.distillation import DistillationArguments, DistillationObjective
 from tiny_decoder.data.tokenizer import TokenizerArguments
-from tiny_decoder.training import ModelArguments, TrainArguments, run_training
+from tiny_decoder.training import ModelArguments, Trainer, TrainArguments
 
 
 def main(argv=None):
@@ -26,8 +26,9 @@ def main(argv=None):
     if not tok_args.tokenizer_name and not model_args.model_name_or_path:
         tok_args.tokenizer_name = kd_args.teacher_name_or_path  # a fresh student speaks the teacher's tokens
     objective = DistillationObjective.from_args(kd_args)
-    result = run_training(model_args, data_args, tok_args, train_args, objective=objective,
-                          command="python scripts/distill.py " + shlex.join(argv))
+    trainer = Trainer(model_args, data_args, tok_args, train_args, objective=objective,
+                      command="python scripts/distill.py " + shlex.join(argv))
+    result = trainer.train()
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tiny_decoder.cli import check_model_folder, parse_args, run_command
+from tiny_decoder.cli import check_model_source, parse_args, run_command
 from tiny_decoder.evaluation.introspection import attention_maps, format_parameter_table, parameter_table, trace_shapes
 
 
@@ -30,7 +30,7 @@ def main(argv=None):
 
     argv = sys.argv[1:] if argv is None else argv
     (args,) = parse_args((InspectArguments,), argv)
-    check_model_folder(args.model_name_or_path)
+    check_model_source(args.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, attn_implementation="eager",
                                                  trust_remote_code=args.trust_remote_code).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from tiny_decoder.cli import parse_args, run_command
+from tiny_decoder.cli import check_model_source, parse_args, run_command
 from tiny_decoder.data import DataArguments, build_lm_datasets, load_raw_dataset
-from tiny_decoder.evaluation.loss import blocks_loss, generation_speed
+from tiny_decoder.evaluation.loss import blocks_loss
+from tiny_decoder.evaluation.speed import generation_speed
 from tiny_decoder.hub import render_pruned_card
 from tiny_decoder.pruning import LAYER_METRICS, prune_model
 from tiny_decoder.data.tokenizer import load_tokenizer
-from tiny_decoder.training.arguments import ModelArguments, check_model_sources
 from tiny_decoder.training.objectives import CausalLMObjective
 from tiny_decoder.training.run_dir import check_output_dir, clear_run, save_atomically
 
@@ -58,7 +58,7 @@ def load_model(name: str):
 
     from tiny_decoder import TinyDecoderForCausalLM
 
-    check_model_sources(ModelArguments(model_name_or_path=name))
+    check_model_source(name)
     model = AutoModelForCausalLM.from_pretrained(name)
     if not isinstance(model, TinyDecoderForCausalLM):
         raise ValueError(f"{name!r} is a {type(model).__name__}; scripts/prune.py cuts tiny-decoder models only.")

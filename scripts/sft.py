@@ -15,7 +15,7 @@ from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments
 from tiny_decoder.training.objectives.sft import SFTObjective
 from tiny_decoder.data.tokenizer import TokenizerArguments
-from tiny_decoder.training import ModelArguments, TrainArguments, run_training
+from tiny_decoder.training import ModelArguments, Trainer, TrainArguments
 
 
 def main(argv=None):
@@ -23,8 +23,9 @@ def main(argv=None):
     model_args, data_args, tok_args, train_args = parse_args((ModelArguments, DataArguments, TokenizerArguments, TrainArguments), argv)
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required: the trained model to fine-tune (e.g. runs/tiny).")
-    return run_training(model_args, data_args, tok_args, train_args, objective=SFTObjective(),
-                        command="python scripts/sft.py " + shlex.join(argv))
+    trainer = Trainer(model_args, data_args, tok_args, train_args, objective=SFTObjective(),
+                      command="python scripts/sft.py " + shlex.join(argv))
+    return trainer.train()
 
 
 if __name__ == "__main__":

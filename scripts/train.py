@@ -13,13 +13,14 @@ import sys
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments
 from tiny_decoder.data.tokenizer import TokenizerArguments
-from tiny_decoder.training import ModelArguments, TrainArguments, run_training
+from tiny_decoder.training import ModelArguments, Trainer, TrainArguments
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     model_args, data_args, tok_args, train_args = parse_args((ModelArguments, DataArguments, TokenizerArguments, TrainArguments), argv)
-    result = run_training(model_args, data_args, tok_args, train_args, command="python scripts/train.py " + shlex.join(argv))
+    trainer = Trainer(model_args, data_args, tok_args, train_args, command="python scripts/train.py " + shlex.join(argv))
+    result = trainer.train()
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -108,7 +108,7 @@ def cli_args(workdir, out, **over):
 
 
 def run_script(name, argv):
-    """scripts/NAME.py's main() in this process, imported as `scripts_NAME` (scripts/evaluate.py must not
+    """scripts/NAME.py's main() in this process, imported as `scripts_NAME` (scripts/evaluate_model.py must not
     take the place of the `evaluate` package in sys.modules)."""
     import importlib.util
 
@@ -130,21 +130,21 @@ def run(argv):
 @contextlib.contextmanager
 def killed_at_checkpoint(monkeypatch, step):
     """The run dies (KeyboardInterrupt) when it is about to write checkpoint-STEP, as a killed process would."""
-    import tiny_decoder.training.loop as loop
+    import tiny_decoder.training.trainer as trainer_module
 
-    real_save = loop.save_checkpoint
+    real_save = trainer_module.save_checkpoint
 
     def save(accelerator, output_dir, state, limit, **kw):
         if state["step"] == step:
             raise KeyboardInterrupt("simulated kill")
         return real_save(accelerator, output_dir, state, limit, **kw)
 
-    monkeypatch.setattr(loop, "save_checkpoint", save)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save)
     try:
         with pytest.raises(KeyboardInterrupt):
             yield
     finally:
-        monkeypatch.setattr(loop, "save_checkpoint", real_save)
+        monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
 
 
 def metrics(out):

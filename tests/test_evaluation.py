@@ -97,7 +97,7 @@ def test_bad_input_is_named(model_dir, tmp_path):
         windows(list(range(100)), 10, 0)
     (tmp_path / "notamodel").mkdir()
     with pytest.raises(ValueError, match="not a saved model folder"):
-        run_script("evaluate", ["--model_name_or_path", str(tmp_path / "notamodel"), "--dataset_path", str(tmp_path)])
+        run_script("evaluate_model", ["--model_name_or_path", str(tmp_path / "notamodel"), "--dataset_path", str(tmp_path)])
 
 
 def test_evaluate_metric_loads_by_path_and_matches_the_library(model_dir):
@@ -120,7 +120,7 @@ def test_script_prints_and_writes_numbers_and_samples(model_dir, tmp_path, capsy
     (data / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:10]))
     (data / "validation.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[10:]))
     out = tmp_path / "ppl.json"
-    result = run_script("evaluate", ["--model_name_or_path", str(model_dir), "--dataset_path", str(data),
+    result = run_script("evaluate_model", ["--model_name_or_path", str(model_dir), "--dataset_path", str(data),
                                      "--max_new_tokens", "5", "--output_json", str(out)])
     report = json.loads(Path(out).read_text())
     model, tok = load(model_dir)
@@ -142,8 +142,8 @@ def test_write_card_adds_the_numbers_and_a_model_index_the_hub_parser_reads(mode
     (data / "validation.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in generated_documents(8, seed=1)))
     (data / "train.jsonl").write_text(json.dumps({"text": "Lily saw a cat."}) + "\n")
     argv = ["--model_name_or_path", str(folder), "--dataset_path", str(data), "--max_new_tokens", "4", "--write_card", "true"]
-    result = run_script("evaluate", argv)
-    run_script("evaluate", argv)  # a second run replaces the section, it does not add another
+    result = run_script("evaluate_model", argv)
+    run_script("evaluate_model", argv)  # a second run replaces the section, it does not add another
     text = (folder / "README.md").read_text()
     assert text.count("## Evaluation") == 1 and "## Training" in text and f"| {result.perplexity:.2f} |" in text
     card = ModelCard.load(folder / "README.md")
@@ -166,7 +166,7 @@ def test_any_transformers_causal_lm_folder_works(tmp_path, tiny_tokenizer):
     texts = generated_documents(6, seed=12)
     (data / "validation.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     (data / "train.jsonl").write_text(json.dumps({"text": "Tom saw a boat."}) + "\n")
-    result = run_script("evaluate", ["--model_name_or_path", str(tmp_path / "llama"), "--dataset_path", str(data),
+    result = run_script("evaluate_model", ["--model_name_or_path", str(tmp_path / "llama"), "--dataset_path", str(data),
                                      "--max_new_tokens", "3"])
     assert result.perplexity == pytest.approx(perplexity(llama, tiny_tokenizer, texts).perplexity, rel=1e-6)
     assert 1 < result.perplexity < 10 * len(tiny_tokenizer)
@@ -175,7 +175,7 @@ def test_any_transformers_causal_lm_folder_works(tmp_path, tiny_tokenizer):
 def test_a_plain_text_file_is_scored_with_a_stride(model_dir, tmp_path):
     story = " ".join(generated_documents(30, seed=13))
     (tmp_path / "stories.txt").write_text(story)
-    result = run_script("evaluate", ["--model_name_or_path", str(model_dir), "--dataset_path", str(tmp_path / "stories.txt"),
+    result = run_script("evaluate_model", ["--model_name_or_path", str(model_dir), "--dataset_path", str(tmp_path / "stories.txt"),
                                      "--stride", "64", "--max_new_tokens", "3"])
     model, tok = load(model_dir)
     assert result.texts == 1 and result.tokens == len(tok(story)["input_ids"]) - 1

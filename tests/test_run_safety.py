@@ -149,11 +149,11 @@ def virtual_clock(monkeypatch, seconds_per_forward=0.05):
     """The training loop's clock, advanced only by forward passes: timings in tests become exact."""
     from types import SimpleNamespace
 
-    import tiny_decoder.training.loop as loop
+    import tiny_decoder.training.trainer as trainer_module
     from tiny_decoder import TinyDecoderForCausalLM
 
     clock = SimpleNamespace(now=1000.0)
-    monkeypatch.setattr(loop, "time", SimpleNamespace(time=lambda: clock.now))
+    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(time=lambda: clock.now))
     forward = TinyDecoderForCausalLM.forward
 
     def timed_forward(self, *a, **k):

@@ -25,13 +25,26 @@ def parse_args(dataclass_types, argv: list[str]) -> tuple:
     return parser.parse_args_into_dataclasses(argv)
 
 
-def check_model_folder(name_or_path: str) -> None:
-    """A local path given as a model must be a saved folder (Hub names pass through to from_pretrained)."""
+def _looks_local(name: str) -> bool:
+    """A Hub id is `owner/name`; anything else (absolute, relative, several slashes) is meant as a path."""
+    return name.startswith(("/", ".", "~")) or name.count("/") != 1
+
+
+def check_model_source(value: str, flag: str = "model_name_or_path", needs: str = "config.json and model.safetensors") -> None:
+    """The one check of a model given on a command line, before any work: a local folder must be a saved
+    model folder, a path that looks local must exist, and a Hub name needs the Hub."""
     from pathlib import Path
 
-    path = Path(name_or_path)
+    from .data import hub_is_reachable
+
+    path = Path(value).expanduser()
     if path.exists() and not (path / "config.json").is_file():
-        raise ValueError(f"{name_or_path} has no config.json: not a saved model folder (save_pretrained writes one).")
+        raise ValueError(f"--{flag} {value!r} is a folder without config.json: not a saved model folder; give a folder "
+                         f"written by save_pretrained (with {needs}).")
+    if not path.exists() and (_looks_local(value) or not hub_is_reachable()):
+        where = "does not exist" if _looks_local(value) else "is not a local folder and the Hub cannot be reached"
+        raise ValueError(f"--{flag} {value!r} {where}; give a folder written by save_pretrained (with {needs})"
+                         f"{'' if _looks_local(value) else ', or go online'}.")
 
 
 def _read_file(path: str) -> dict:

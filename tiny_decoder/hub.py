@@ -196,9 +196,9 @@ def _yaml(obj, indent=0) -> str:
 
 
 def evaluation_section(result, dataset: str, split: str, stride, table_md: str, samples: list[dict]) -> str:
-    """The card's "## Evaluation" section from scripts/evaluate.py's numbers (never typed in)."""
+    """The card's "## Evaluation" section from scripts/evaluate_model.py's numbers (never typed in)."""
     shown = "\n".join(f"> {s['prompt']}\n\n{s['text']}\n" for s in samples)
-    return (f"## Evaluation\n\nPerplexity on {dataset} [{split}] by `scripts/evaluate.py` "
+    return (f"## Evaluation\n\nPerplexity on {dataset} [{split}] by `scripts/evaluate_model.py` "
             f"({result.texts:,} texts, {result.tokens:,} tokens scored"
             f"{f', sliding window stride {stride}' if stride else ''}):\n\n"
             f"| loss (nats/token) | perplexity | mean per-text perplexity |\n|---|---|---|\n"
@@ -230,3 +230,39 @@ def update_card_evaluation(folder, name: str, section: str, dataset: str, split:
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(out)
     tmp.replace(path)
+
+
+def check_hub_access() -> None:
+    """Fail before training, not after it, when an upload cannot work."""
+    from .data import hub_is_reachable
+
+    if not hub_is_reachable():
+        raise RuntimeError(
+            "--push_to_hub was given but the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE=1). "
+            "Connect, or drop --push_to_hub and upload the output folder later."
+        )
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().whoami()
+    except Exception as err:  # noqa: BLE001 - any auth failure means the same fix
+        raise RuntimeError(f"--push_to_hub: not logged in to the Hub ({err}); run `hf auth login` or set HF_TOKEN.") from None
+
+
+def push_model(model, tokenizer, card: str, args) -> None:
+    """Model, tokenizer and card to `args.hub_model_id`."""
+    from huggingface_hub import ModelCard
+
+    model.push_to_hub(args.hub_model_id, private=args.hub_private_repo)
+    tokenizer.push_to_hub(args.hub_model_id, private=args.hub_private_repo)
+    ModelCard(card).push_to_hub(args.hub_model_id)
+
+
+def push_checkpoint(folder, args) -> None:
+    """A training checkpoint to `last-checkpoint/` of the repo (hub_strategy="checkpoint")."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(args.hub_model_id, private=args.hub_private_repo, exist_ok=True)
+    api.upload_folder(repo_id=args.hub_model_id, folder_path=str(folder), path_in_repo="last-checkpoint",
+                      commit_message=f"checkpoint {folder.name}")

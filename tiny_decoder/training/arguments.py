@@ -165,28 +165,14 @@ class TrainArguments:
             raise ValueError(f"backprop_learning_rate={self.backprop_learning_rate} must be > 0.")
 
 
-def _looks_local(name: str) -> bool:
-    return name.startswith(("/", ".", "~")) or name.count("/") != 1
-
-
 def check_model_sources(model_args: ModelArguments) -> None:
     """Refuse a --model_name_or_path / --config_name that cannot load, before any data work."""
-    from pathlib import Path
+    from ..cli import check_model_source
 
-    from ..data import hub_is_reachable
-
-    for flag, value, needs in (("model_name_or_path", model_args.model_name_or_path, "config.json and model.safetensors"),
-                               ("config_name", model_args.config_name, "config.json")):
-        if not value:
-            continue
-        path = Path(value).expanduser()
-        if path.is_dir() and not (path / "config.json").is_file():
-            raise ValueError(f"--{flag} {value!r} is a folder without config.json; give a folder written by "
-                             f"save_pretrained (with {needs}).")
-        if not path.exists() and (_looks_local(value) or not hub_is_reachable()):
-            where = "does not exist" if _looks_local(value) else "is not a local folder and the Hub cannot be reached"
-            raise ValueError(f"--{flag} {value!r} {where}; give a folder written by save_pretrained (with {needs})"
-                             f"{'' if _looks_local(value) else ', or go online'}.")
+    if model_args.model_name_or_path:
+        check_model_source(model_args.model_name_or_path, "model_name_or_path")
+    if model_args.config_name:
+        check_model_source(model_args.config_name, "config_name", needs="config.json")
 
 
 def parse_overrides(text: str | None) -> dict:

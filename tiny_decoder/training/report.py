@@ -146,3 +146,24 @@ class ActivationNorms:
     def remove(self):
         for h in self.handles:
             h.remove()
+
+
+class LogWindow:
+    """The training loss (and the objective's own scalars, e.g. ce and kl) summed since the last log record."""
+
+    def __init__(self, device, since: float):
+        self.loss_sum = torch.zeros((), device=device)
+        self.micro, self.steps, self.extras, self.since = 0, 0, {}, since  # micro-batches, optimizer steps, start
+
+    def add(self, loss: torch.Tensor, extras: dict):
+        self.loss_sum += loss.detach().float()
+        for k, v in extras.items():
+            self.extras[k] = self.extras.get(k, 0.0) + v.detach().float()
+        self.micro += 1
+
+    def pop(self, accelerator, now: float) -> tuple[float, dict]:
+        """(mean loss, mean extras) over the window and the processes; the next window starts at `now`."""
+        loss = accelerator.reduce(self.loss_sum / self.micro, reduction="mean").item()
+        extras = {k: accelerator.reduce(v / self.micro, reduction="mean").item() for k, v in self.extras.items()}
+        self.loss_sum, self.micro, self.steps, self.extras, self.since = self.loss_sum * 0, 0, 0, {}, now
+        return loss, extras

@@ -80,9 +80,9 @@ def load_teacher(name_or_path: str, dtype: str = "float32"):
     """A frozen causal LM: eval mode, no gradients."""
     from transformers import AutoModelForCausalLM
 
-    from ..arguments import ModelArguments, check_model_sources
+    from ...cli import check_model_source
 
-    check_model_sources(ModelArguments(model_name_or_path=name_or_path))
+    check_model_source(name_or_path, "teacher_name_or_path")
     teacher = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=TEACHER_DTYPES[dtype])
     teacher.eval().requires_grad_(False)
     return teacher

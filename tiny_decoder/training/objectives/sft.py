@@ -14,6 +14,8 @@ from datasets import Dataset
 
 from ...data.chat import add_chat_template, encode_conversation, load_conversations
 from ...data import DataError, SplitReport, in_validation
+from ...evaluation.loss import mean_loss
+from ...evaluation.sampling import sample_texts
 from .causal_lm import CausalLMObjective
 
 
@@ -84,32 +86,15 @@ class SFTObjective(CausalLMObjective):
                 "assistant tokens only. Chat with `tokenizer.apply_chat_template(messages, add_generation_prompt=True)`.")
 
 
-@torch.no_grad()
 def assistant_loss(model, tokenizer, conversations, block_size: int, batch_size: int = 32) -> float:
     """Mean next-token loss over the assistant tokens of `conversations` (chat template applied)."""
     objective = SFTObjective()
     examples = [e for e in (encode_conversation(tokenizer, c, block_size) for c in conversations) if e is not None]
-    total, count = 0.0, 0
-    for i in range(0, len(examples), batch_size):
-        batch = objective.collate(examples[i:i + batch_size])
-        # num_items_in_batch=1 turns the model's own (shifted, masked) loss into a sum over assistant tokens
-        total += model(**batch, num_items_in_batch=torch.tensor(1), use_cache=False).loss.item()
-        count += (batch["labels"][:, 1:] != -100).sum().item()
-    return total / max(count, 1)
+    batches = (objective.collate(examples[i:i + batch_size]) for i in range(0, len(examples), batch_size))
+    return mean_loss(model, batches, per="token")
 
 
-@torch.no_grad()
 def generate_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 200, seed: int = 0,
                      batch_size: int = 50) -> list[str]:
-    """Sampled answers (top-k 50, top-p 0.95, fixed seed) to prompts given as token ids, left-padded in batches."""
-    torch.manual_seed(seed)
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        chunk = prompts[i:i + batch_size]
-        width = max(map(len, chunk))
-        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in chunk])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
-        gen = model.generate(ids, attention_mask=mask, do_sample=True, top_k=50, top_p=0.95, max_new_tokens=max_new_tokens,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        out += [tokenizer.decode(g[width:], skip_special_tokens=True) for g in gen]
-    return out
+    """Sampled answers (the package's sampling defaults, fixed seed) to chat prompts given as token ids."""
+    return sample_texts(model, tokenizer, prompts, max_new_tokens, seed=seed, include_prompt=False, batch_size=batch_size)

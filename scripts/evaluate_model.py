@@ -1,10 +1,10 @@
 """Perplexity of a causal LM (a folder or a Hub name; ours or any transformers model) on a dataset split or a
 text/JSONL file, with sample generations for fixed prompts at a fixed seed.
 
-    python scripts/evaluate.py --model_name_or_path runs/tiny --dataset_path ../shared/data/tinystories
-    python scripts/evaluate.py --model_name_or_path runs/tiny --dataset_path stories.txt --stride 128 --output_json ppl.json
+    python scripts/evaluate_model.py --model_name_or_path runs/tiny --dataset_path ../shared/data/tinystories
+    python scripts/evaluate_model.py --model_name_or_path runs/tiny --dataset_path stories.txt --stride 128 --output_json ppl.json
 
-Texts longer than the model's context need --stride (sliding windows); see tiny_decoder/evaluation.py.
+Texts longer than the model's context need --stride (sliding windows); see tiny_decoder/evaluation/perplexity.py.
 """
 
 import json
@@ -12,15 +12,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# `python scripts/evaluate.py` puts scripts/ first on sys.path, where this file would stand in for the
-# `evaluate` package for anything that imports it; take the folder off again.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
 
-import torch  # noqa: E402
-
-from tiny_decoder.cli import check_model_folder, parse_args, run_command  # noqa: E402
-from tiny_decoder.data import DataArguments, load_raw_dataset  # noqa: E402
-from tiny_decoder.evaluation.perplexity import perplexity  # noqa: E402
+from tiny_decoder.cli import check_model_source, parse_args, run_command
+from tiny_decoder.data import DataArguments, load_raw_dataset
+from tiny_decoder.evaluation.perplexity import perplexity
+from tiny_decoder.evaluation.sampling import sample_texts
 
 
 @dataclass
@@ -45,22 +42,16 @@ def load_model(name: str, trust_remote_code: bool = False):
     import tiny_decoder  # noqa: F401  (registers our classes with the Auto factories)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    check_model_folder(name)
+    check_model_source(name)
     model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code).eval()
     tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     return model, tokenizer
 
 
-@torch.no_grad()
 def samples(model, tokenizer, prompts, max_new_tokens, seed):
-    out = []
-    for prompt in prompts:
-        torch.manual_seed(seed)
-        ids = tokenizer(prompt, return_tensors="pt")
-        gen = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=True, top_k=50, top_p=0.95,
-                             pad_token_id=tokenizer.pad_token_id)
-        out.append({"prompt": prompt, "text": tokenizer.decode(gen[0], skip_special_tokens=True)})
-    return out
+    """One sample per prompt, each from the same seed (so a prompt's text does not depend on the others)."""
+    return [{"prompt": p, "text": sample_texts(model, tokenizer, [tokenizer(p)["input_ids"]], max_new_tokens, seed)[0]}
+            for p in prompts]
 
 
 def main(argv=None):

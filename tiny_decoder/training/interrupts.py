@@ -1,0 +1,52 @@
+"""Ctrl-C during training: the first asks for a checkpoint after the current step, the second stops at
+once; either way the user is told what was saved and the exact command that resumes."""
+
+import signal
+import sys
+
+import torch
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C, with a message that says what was saved and how to go on."""
+
+
+class StopRequest:
+    """The first Ctrl-C (SIGINT) asks the loop to stop after the current optimizer step and save a
+    checkpoint there; a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C as it is
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (press again to stop at once)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+    def agreed(self, accelerator) -> bool:
+        """Every process stops at the same step, or none does (a signal reaches them at different times).
+        With several processes this is a collective: every process must call it at the same step."""
+        if accelerator.num_processes == 1:
+            return self.requested
+        flag = torch.tensor([float(self.requested)], device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+
+def resume_command(command: str | None) -> str:
+    base = command or "python " + " ".join(sys.argv)
+    base = base.split(" --resume_from_checkpoint")[0]
+    return f"{base} --resume_from_checkpoint latest"
