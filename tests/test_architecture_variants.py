@@ -240,8 +240,9 @@ def decode_logits(model, ids, prompt=3):
     out = [model(ids[:, :prompt], cache=cache).logits[:, -1]]
     layers = []
     for t in range(prompt, ids.shape[1] - 1):
-        out.append(model(ids[:, t : t + 1], cache=cache).logits[:, -1])
-        layers.append(model.model.last_exit_layer)
+        step = model(ids[:, t : t + 1], cache=cache)
+        out.append(step.logits[:, -1])
+        layers.append(model.config.num_hidden_layers - 1 if step.exit_layer is None else step.exit_layer)  # None: all layers
     return torch.stack(out, 1), layers, cache
 
 
@@ -288,14 +289,13 @@ def test_a_token_exits_at_the_first_layer_whose_exit_is_confident():
         conf = [torch.softmax(model.lm_head(model.model.norm(h)), -1).max().item() for h in hs[:-1]]
         for threshold in sorted(conf):
             threshold -= 1e-7  # just below one of them: the first layer above it is where the token leaves
-            model.config.early_exit_threshold = threshold
+            model.set_early_exit(threshold)
             cache = DynamicCache(config=model.config)
             model(ids[:, :5], cache=cache)
-            model(ids[:, 5:], cache=cache)
-            assert model.model.last_exit_layer == next(i for i, c in enumerate(conf) if c > threshold)
-        model.config.early_exit_threshold = max(conf) + 1e-4  # above all: the last layer
-        model(ids[:, 5:], cache=cache)
-        assert model.model.last_exit_layer == 3
+            out = model(ids[:, 5:], cache=cache)
+            assert out.exit_layer == next(i for i, c in enumerate(conf) if c > threshold)
+        model.set_early_exit(max(conf) + 1e-4)  # above all: the last layer
+        assert model(ids[:, 5:], cache=cache).exit_layer == 3
 
 
 def test_exit_loss_adds_the_mean_intermediate_cross_entropy():

@@ -17,11 +17,11 @@ def evaluate_early_exit(model, sequences: list[torch.Tensor], thresholds, prompt
     from transformers import DynamicCache
 
     model.eval()
-    saved = model.config.early_exit_threshold
+    saved, last = model.config.early_exit_threshold, model.config.num_hidden_layers - 1
     rows = []
     try:
         for threshold in thresholds:
-            model.config.early_exit_threshold = threshold
+            model.set_early_exit(threshold)
             nll, count, layers, seconds = 0.0, 0, [], 0.0
             for ids in sequences:
                 ids = ids.view(1, -1)
@@ -31,11 +31,12 @@ def evaluate_early_exit(model, sequences: list[torch.Tensor], thresholds, prompt
                 for t in range(prompt_tokens, ids.shape[1]):
                     nll += float(F.cross_entropy(logits.float(), ids[:, t]))
                     count += 1
-                    logits = model(ids[:, t : t + 1], cache=cache, use_cache=True).logits[:, -1]
-                    layers.append(model.model.last_exit_layer)
+                    out = model(ids[:, t : t + 1], cache=cache, use_cache=True)
+                    logits = out.logits[:, -1]
+                    layers.append(last if out.exit_layer is None else out.exit_layer)
                 seconds += time.perf_counter() - start
             rows.append({"threshold": threshold, "loss": nll / count, "perplexity": math.exp(nll / count),
                          "mean_exit_layer": sum(layers) / len(layers), "tokens_per_s": len(layers) / seconds})
     finally:
-        model.config.early_exit_threshold = saved
+        model.set_early_exit(saved)
     return rows

@@ -10,6 +10,9 @@ and the training losses that make intermediate exits useful.
   Chosen over LayerSkip's self-speculation because it needs no verification pass and no rollback.
 - Training: `early_exit_loss_weight` adds the mean cross-entropy of the intermediate exits;
   `layer_dropout` skips blocks at random (LayerSkip), so later layers learn to work on earlier states.
+- Where: a layer runner chosen once at init (`build_layer_runner`): `run_all_layers` (one call per
+  layer, no Python branch on data) unless the config asks for early exit or layer dropout, when
+  `DynamicDepth` runs the layers. The exit layer is returned, never kept as module state.
 """
 
 import torch
@@ -35,3 +38,42 @@ def exit_losses(model, hidden_states, labels) -> torch.Tensor:
         logits = model.lm_head(model.model.norm(h))
         losses.append(model.loss_function(logits=logits, labels=labels, vocab_size=model.config.vocab_size))
     return torch.stack(losses).mean() if losses else hidden_states[-1].new_zeros(())
+
+
+def run_all_layers(layers, hidden_states, exit_head=None, **layer_kwargs):
+    """The plain transformer: one call per layer. Returns (hidden states, None: no token left early)."""
+    for block in layers:
+        hidden_states = block(hidden_states, **layer_kwargs)
+    return hidden_states, None
+
+
+class DynamicDepth:
+    """The layer runner for early exit (decode steps given an `exit_head`) and layer dropout (training)."""
+
+    def __init__(self, config):
+        self.layer_dropout, self.min_layer = config.layer_dropout, config.early_exit_min_layer
+
+    def __call__(self, layers, hidden_states, exit_head=None, **layer_kwargs):
+        """(hidden states, the 0-based layer the token left at, or None without an exit head)."""
+        last = len(layers) - 1
+        exit_layer = None
+        for i, block in enumerate(layers):
+            if exit_layer is not None:  # CALM: the exit state feeds the deeper layers' caches
+                block.fill_cache(hidden_states, layer_kwargs.get("position_embeddings"), layer_kwargs.get("cache"))
+                continue
+            if block.training and self.layer_dropout and i > 0 and float(torch.rand(())) < self.layer_dropout:
+                continue  # LayerSkip's layer dropout
+            hidden_states = block(hidden_states, **layer_kwargs)
+            if exit_head is not None and self.min_layer <= i < last and exit_head(hidden_states):
+                exit_layer = i
+        if exit_head is not None and exit_layer is None:
+            exit_layer = last
+        return hidden_states, exit_layer
+
+
+def build_layer_runner(config):
+    """Chosen once, from the config: dynamic depth only where the config asks for it."""
+    threshold = config.early_exit_threshold
+    if (threshold is not None and threshold < 1) or config.layer_dropout > 0:
+        return DynamicDepth(config)
+    return run_all_layers

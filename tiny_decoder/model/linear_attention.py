@@ -7,6 +7,9 @@ the sequence (computed in chunks, see below). Why not Linformer: its low-rank pr
 the sequence, so a token would see later tokens; it cannot be made causal without giving up the
 projection. With a KV cache the prefix sums run over the cached keys too, so cached decoding is
 exact (O(S) per new token; an RNN-state cache would make it O(1), not done here).
+
+`linear_attention` has the signature of every attention function of transformers' interface (and of
+`eager_attention`), so the attention layer calls it like any kernel; it returns no weights.
 """
 
 import torch
@@ -43,3 +46,26 @@ def causal_linear_attention(query: torch.Tensor, key: torch.Tensor, value: torch
         state = state + kc.transpose(-2, -1) @ vc
         norm = norm + kc.sum(-2)
     return torch.cat(out, dim=-2).to(query.dtype).transpose(1, 2).contiguous()
+
+
+def linear_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, **kwargs):
+    """The attention-interface form: q (B, H, T, d), k/v (B, H_kv, S, d) -> ((B, T, H, d), None). There is no
+    score matrix, so no mask (causality is in the running sums; padding is refused by `check_inputs`),
+    no scaling (the feature map is not scale-free in the same way) and no weights to return."""
+    groups = module.num_key_value_groups
+    if groups > 1:  # each kv head serves `groups` query heads
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    return causal_linear_attention(query, key, value), None
+
+
+def check_inputs(cache, attention_mask) -> None:
+    """Linear attention sums over every cached key: refuse what would add keys that are not real tokens."""
+    from transformers.cache_utils import StaticCache
+
+    if isinstance(cache, StaticCache):
+        raise ValueError("attention_type='linear' sums over all cached keys, and a static cache holds empty slots; "
+                         "use the dynamic cache (the default; drop cache_implementation='static').")
+    if attention_mask is not None and not torch.compiler.is_compiling() and attention_mask.dim() == 2 \
+            and not bool(attention_mask.all()):
+        raise ValueError("attention_type='linear' does not take padding (the attention_mask has zeros); "
+                         "run sequences of one length, or one at a time.")

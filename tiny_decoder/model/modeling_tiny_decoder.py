@@ -16,17 +16,20 @@ Design choices (each set by a field of `TinyDecoderConfig`):
 - Sliding-window attention (`sliding_window`, Mistral-style): a query sees itself and the
   window - 1 tokens before it; the mask is transformers' sliding-window mask and the cache keeps
   only the window (transformers' sliding-window cache layers).
-- Linear attention (`attention_type="linear"`): causal, kernelised (linear_attention.py).
+- Linear attention (`attention_type="linear"`): causal, kernelised; an attention function with the
+  interface of the others (linear_attention.py), chosen once per layer at init.
 - Residuals: x + y, or orthogonal-parallel (`residual`, see residuals.py).
 - Dynamic depth (early_exit.py): early exit in cached decoding with CALM's state propagation,
-  exit losses and layer dropout for training.
+  exit losses and layer dropout for training, in a layer runner chosen at init; the layer a token
+  left at comes back in the output (`exit_layer`).
 - MLP: up -> activation -> down, or SwiGLU's gated pair.
 - Norms: RMSNorm or LayerNorm, statistics in float32.
 - LM head tied to the token embedding by default; GPT-2 init (std 0.02, residual projections
   scaled by 1/sqrt(2 * layers)).
 - KV cache through transformers' `Cache` objects (`cache=`; `past_key_values=` still works
-  with a FutureWarning), dynamic or static; no data-dependent Python branch in forward, so
-  `torch.compile(fullgraph=True)` and `torch.export` trace it.
+  with a FutureWarning), dynamic or static. The layer loop is one call per layer with no
+  data-dependent Python branch unless the config asks for early exit or layer dropout (which
+  decide per step), so `torch.compile(fullgraph=True)` and `torch.export` trace the default model.
 - Hidden states and attention weights are recorded by transformers' output-capture hooks
   (`_can_record_outputs`), so `output_hidden_states=[i, j]` picks layers as with Llama.
 - Task heads (sequence / token classification, extractive QA) are transformers' generic heads
@@ -47,6 +50,8 @@ from transformers.modeling_layers import (
     GenericForTokenClassification,
     GradientCheckpointingLayer,
 )
+from dataclasses import dataclass
+
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils.deprecation import deprecate_kwarg
@@ -54,14 +59,30 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_tiny_decoder import TinyDecoderConfig
-from .early_exit import ExitHead, exit_losses
-from .linear_attention import causal_linear_attention
+from .early_exit import ExitHead, build_layer_runner, exit_losses
+from .linear_attention import check_inputs as check_linear_attention_inputs
+from .linear_attention import linear_attention
 from .norms import at_least_float32, build_norm
-from .positions import RotaryEmbedding, alibi_bias, alibi_slopes, apply_rope, sinusoidal_embedding
+from .positions import ALiBi, RotaryEmbedding, apply_rope, sinusoidal_embedding
 from .residuals import OrthogonalParallelResidual, build_residual
 
-# Kernels that take an additive float bias (ALiBi) through the mask or `position_bias`.
-BIAS_CAPABLE = ("eager", "sdpa")
+# Kernels whose result the written-out eager kernel reproduces, so it can stand in when weights are asked for.
+EAGER_EQUIVALENT = ("eager", "sdpa")
+
+
+@dataclass
+class TinyDecoderModelOutput(BaseModelOutputWithPast):
+    """BaseModelOutputWithPast, plus `exit_layer`: the 0-based layer an early-exiting decode step left at
+    (None when early exit was not in play)."""
+
+    exit_layer: int | None = None
+
+
+@dataclass
+class TinyDecoderCausalLMOutput(CausalLMOutputWithPast):
+    """CausalLMOutputWithPast, plus `exit_layer` as in TinyDecoderModelOutput."""
+
+    exit_layer: int | None = None
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -108,6 +129,7 @@ class CausalSelfAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(config.num_attention_heads * self.head_dim, config.hidden_size, bias=bias)
         self.o_proj.is_residual_output = True  # scaled init, see _init_weights
+        self.linear = config.attention_type == "linear"
 
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         b, t, _ = hidden_states.shape
@@ -118,23 +140,26 @@ class CausalSelfAttention(nn.Module):
         k, v = self.project_kv(hidden_states, position_embeddings)  # (B, H_kv, T, d)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, H_kv, S, d), S = past + T (or the static length)
-        if self.config.attention_type == "linear":  # no score matrix: no mask, kernel or weights
-            k, v = repeat_kv(k, self.num_key_value_groups), repeat_kv(v, self.num_key_value_groups)
-            return self.o_proj(causal_linear_attention(q, k, v).reshape(b, t, -1)), None
-        impl = self.config._attn_implementation or "eager"
-        if kwargs.get("output_attentions") and impl != "eager":
-            if impl not in BIAS_CAPABLE:
-                raise ValueError(
-                    f"output_attentions=True needs attention weights, which attn_implementation={impl!r} does not "
-                    "return; load the model with attn_implementation='eager' or call model.set_attn_implementation('eager')."
-                )
-            impl = "eager"  # the written-out kernel returns them; same result as sdpa
-        attention = ALL_ATTENTION_FUNCTIONS.get_interface(impl, eager_attention)  # "eager" -> ours
-        y, weights = attention(
+        y, weights = self.attention_function(kwargs.get("output_attentions"))(
             self, q, k, v, attention_mask, scaling=self.scaling, sliding_window=self.config.sliding_window,
             dropout=self.config.attention_dropout if self.training else 0.0, **kwargs,
         )
         return self.o_proj(y.reshape(b, t, -1)), weights
+
+    def attention_function(self, output_attentions=False):
+        """Linear attention, or the kernel `attn_implementation` names ("eager" -> ours); the eager kernel
+        stands in for sdpa when weights are asked for (same result)."""
+        if self.linear:
+            return linear_attention
+        impl = self.config._attn_implementation or "eager"
+        if output_attentions and impl != "eager":
+            if impl not in EAGER_EQUIVALENT:
+                raise ValueError(
+                    f"output_attentions=True needs attention weights, which attn_implementation={impl!r} does not "
+                    "return; load the model with attn_implementation='eager' or call model.set_attn_implementation('eager')."
+                )
+            impl = "eager"
+        return ALL_ATTENTION_FUNCTIONS.get_interface(impl, eager_attention)
 
     def project_kv(self, hidden_states, position_embeddings):
         """(B, H_kv, T, d) keys (rotated when RoPE) and values of `hidden_states`."""
@@ -198,6 +223,12 @@ class Block(GradientCheckpointingLayer):
         x = self.attn_norm(self.attn_residual(x, self.dropout(a)))
         return self.mlp_norm(self.mlp_residual(x, self.dropout(self.mlp(x))))
 
+    def fill_cache(self, hidden_states, position_embeddings, cache):
+        """This layer's keys and values of `hidden_states` into the cache, nothing else (CALM: a token that left
+        at an earlier layer still needs them here)."""
+        x = self.attn_norm(hidden_states) if self.pre_norm else hidden_states
+        self.self_attn.fill_cache(x, position_embeddings, cache)
+
 
 class TinyDecoderPreTrainedModel(PreTrainedModel):
     config_class = TinyDecoderConfig
@@ -246,10 +277,13 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
             self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         if config.position_embedding == "rope":
             self.rotary_emb = RotaryEmbedding(config)
+        if config.position_embedding == "alibi":
+            self.alibi = ALiBi(config)
         self.p_drop = config.embedding_dropout
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
         # Post-norm blocks already end in a norm; pre-norm needs one before the head.
         self.norm = build_norm(config) if config.norm_position == "pre" else nn.Identity()
+        self.run_layers = build_layer_runner(config)  # one call per layer, or dynamic depth (early_exit.py)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -270,8 +304,11 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        exit_head: ExitHead | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPast:
+    ) -> TinyDecoderModelOutput:
+        """`exit_head` (decode steps of an early-exit model, given by TinyDecoderForCausalLM) decides after each
+        block whether the token leaves there."""
         cfg = self.config
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
@@ -281,7 +318,7 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
                 "legacy tuples of (key, value) are not accepted."
             )
         if cfg.attention_type == "linear":
-            self._check_linear_attention(cache, attention_mask)
+            check_linear_attention_inputs(cache, attention_mask)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         b, t, _ = inputs_embeds.shape
@@ -319,33 +356,11 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
         h = F.dropout(h, self.p_drop, self.training) if self.p_drop else h
         rope = self.rotary_emb(h, position_ids) if cfg.position_embedding == "rope" else None
         if cfg.position_embedding == "alibi":
-            kwargs["position_bias"] = self._alibi(inputs_embeds, cache, past, mask)
+            kwargs["position_bias"] = self.alibi(inputs_embeds, cache, past, mask)
 
-        exit_head = kwargs.pop("exit_head", None)
-        self.last_exit_layer = cfg.num_hidden_layers - 1
-        exited = False
-        for i, block in enumerate(self.layers[: cfg.num_hidden_layers]):
-            if exited:  # CALM: the exit state feeds the deeper layers' caches
-                block.self_attn.fill_cache(block.attn_norm(h) if block.pre_norm else h, rope, cache)
-                continue
-            if self.training and cfg.layer_dropout and i > 0 and float(torch.rand(())) < cfg.layer_dropout:
-                continue  # LayerSkip's layer dropout
-            h = block(h, attention_mask=mask, position_embeddings=rope, cache=cache, **kwargs)
-            if exit_head is not None and cfg.early_exit_min_layer <= i < cfg.num_hidden_layers - 1 and exit_head(h):
-                exited, self.last_exit_layer = True, i
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(h), cache=cache)
-
-    def _check_linear_attention(self, cache, attention_mask):
-        """Linear attention sums over every cached key: refuse what would add keys that are not real tokens."""
-        from transformers.cache_utils import StaticCache
-
-        if isinstance(cache, StaticCache):
-            raise ValueError("attention_type='linear' sums over all cached keys, and a static cache holds empty slots; "
-                             "use the dynamic cache (the default; drop cache_implementation='static').")
-        if attention_mask is not None and not torch.compiler.is_compiling() and attention_mask.dim() == 2 \
-                and not bool(attention_mask.all()):
-            raise ValueError("attention_type='linear' does not take padding (the attention_mask has zeros); "
-                             "run sequences of one length, or one at a time.")
+        h, exit_layer = self.run_layers(self.layers[: cfg.num_hidden_layers], h, exit_head=exit_head, attention_mask=mask,
+                                        position_embeddings=rope, cache=cache, **kwargs)
+        return TinyDecoderModelOutput(last_hidden_state=self.norm(h), cache=cache, exit_layer=exit_layer)
 
     def _attention_mask(self, inputs_embeds, attention_mask, cache, position_ids, output_attentions=False):
         """The mask in the format the chosen kernel wants (None when `is_causal` says it all).
@@ -353,27 +368,13 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
         When weights are asked for, sdpa's mask is materialised: the eager kernel that returns
         them has no `is_causal` shortcut.
         """
-        if self.config.position_embedding == "alibi" and self.config._attn_implementation not in BIAS_CAPABLE:
-            raise ValueError(
-                f"position_embedding='alibi' adds a bias to the attention scores, which attn_implementation="
-                f"{self.config._attn_implementation!r} cannot take; use one of {list(BIAS_CAPABLE)}."
-            )
+        if self.config.position_embedding == "alibi":
+            self.alibi.check_kernel()
         make_mask = create_causal_mask if self.config.sliding_window is None else create_sliding_window_causal_mask
         return make_mask(
             config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache,
             position_ids=position_ids, allow_is_causal_skip=not output_attentions,
         )
-
-    def _alibi(self, inputs_embeds, cache, past, mask):
-        """(1, H, T, S) ALiBi bias over the key slots the kernel will see (the whole static cache)."""
-        cfg, t, device = self.config, inputs_embeds.shape[1], inputs_embeds.device
-        if cache is not None:  # a sliding-window cache holds the last keys only: they start at kv_offset
-            kv_len, kv_offset = cache.get_mask_sizes(t, 0)
-        else:
-            kv_len, kv_offset = (mask.shape[-1] if mask is not None else t), 0
-        slopes = alibi_slopes(cfg.num_attention_heads, device) if cfg.alibi_slopes is None else torch.tensor(cfg.alibi_slopes, device=device)
-        q_pos = torch.arange(t, device=device) + past
-        return alibi_bias(slopes, q_pos, torch.arange(kv_len, device=device) + kv_offset).to(inputs_embeds.dtype)
 
 
 class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
@@ -415,23 +416,23 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
-    ) -> CausalLMOutputWithPast:
+    ) -> TinyDecoderCausalLMOutput:
         """labels: (B, T) token ids, -100 where ignored; shifted inside the loss.
 
         `num_items_in_batch` (passed by Trainer through **kwargs) makes the loss a sum divided by
         the token count of the whole accumulated batch, so accumulation matches one big batch.
         """
         cfg = self.config
-        threshold = cfg.early_exit_threshold
+        threshold, exit_head = cfg.early_exit_threshold, None
         t = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if threshold is not None and threshold < 1 and not self.training and cache is not None and t == 1:
-            kwargs["exit_head"] = ExitHead(self.model.norm, self.lm_head, threshold)  # decode steps only
+            exit_head = ExitHead(self.model.norm, self.lm_head, threshold)  # decode steps only
         exit_loss = cfg.early_exit_loss_weight > 0 and labels is not None and self.training
         if exit_loss:
             kwargs["output_hidden_states"] = True
         outputs = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-            inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs,
+            inputs_embeds=inputs_embeds, use_cache=use_cache, exit_head=exit_head, **kwargs,
         )
         h = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
@@ -441,10 +442,19 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
             if exit_loss:  # hidden_states: the embeddings, then every block's output
                 loss = loss + cfg.early_exit_loss_weight * exit_losses(self, outputs.hidden_states[1:], labels)
-        return CausalLMOutputWithPast(
+        return TinyDecoderCausalLMOutput(
             loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
+            attentions=outputs.attentions, exit_layer=outputs.exit_layer,
         )
+
+    def set_early_exit(self, threshold: float | None, min_layer: int | None = None):
+        """Change the early-exit threshold (and first layer) of this model; the layer runner follows."""
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise ValueError(f"early-exit threshold {threshold} must be in [0, 1] (None: never exit).")
+        self.config.early_exit_threshold = threshold
+        if min_layer is not None:
+            self.config.early_exit_min_layer = min_layer
+        self.model.run_layers = build_layer_runner(self.config)
 
 
 class TinyDecoderForSequenceClassification(GenericForSequenceClassification, TinyDecoderPreTrainedModel):

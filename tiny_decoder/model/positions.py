@@ -102,6 +102,37 @@ def alibi_bias(slopes: torch.Tensor, q_positions: torch.Tensor, kv_positions: to
     return (-slopes.float()[:, None, None] * distance)[None]
 
 
+class ALiBi(nn.Module):
+    """ALiBi in one place: the slopes (from the head count, or the config's own after pruning), the kernels
+    that can take an additive bias, and the (1, H, T, S) bias over the key slots the kernel will see."""
+
+    KERNELS = ("eager", "sdpa")  # kernels that take an additive float bias (through `position_bias`)
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def check_kernel(self):
+        impl = self.config._attn_implementation
+        if impl not in self.KERNELS:
+            raise ValueError(
+                f"position_embedding='alibi' adds a bias to the attention scores, which attn_implementation="
+                f"{impl!r} cannot take; use one of {list(self.KERNELS)}."
+            )
+
+    def forward(self, inputs_embeds, cache, past, mask):
+        """The bias for the T new tokens after `past` cached ones; the whole static cache when there is one,
+        and from kv_offset on in a sliding-window cache (it holds the last keys only)."""
+        cfg, t, device = self.config, inputs_embeds.shape[1], inputs_embeds.device
+        if cache is not None:
+            kv_len, kv_offset = cache.get_mask_sizes(t, 0)
+        else:
+            kv_len, kv_offset = (mask.shape[-1] if mask is not None else t), 0
+        slopes = alibi_slopes(cfg.num_attention_heads, device) if cfg.alibi_slopes is None else torch.tensor(cfg.alibi_slopes, device=device)
+        q_pos = torch.arange(t, device=device) + past
+        return alibi_bias(slopes, q_pos, torch.arange(kv_len, device=device) + kv_offset).to(inputs_embeds.dtype)
+
+
 def sinusoidal_embedding(position_ids: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
     """(B, T) positions -> (B, T, dim): sin on even channels, cos on odd ones."""
     inv_freq = torch.exp(torch.arange(0, dim, 2, device=position_ids.device, dtype=torch.float32) * (-math.log(10000.0) / dim))
