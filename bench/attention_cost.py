@@ -12,16 +12,12 @@ skip masked blocks (flash-attention's window) are GPU-only.
 
 import argparse
 import math
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from zeroth_order import timed_peak  # noqa: E402  (time and peak memory, CUDA or CPU RSS)
-
-from tiny_decoder.model.linear_attention import causal_linear_attention  # noqa: E402
+from tiny_decoder.evaluation.memory import timed_peak  # time and peak memory, CUDA or CPU RSS
+from tiny_decoder.model.linear_attention import causal_linear_attention
 
 
 def kernels(window: int):

@@ -50,6 +50,33 @@ def model_and_batch(dtype=torch.float64, seed=0, **overrides):
     return model, {"input_ids": ids, "labels": ids}
 
 
+def toy_dataset(n=64, length=16, vocab=67):
+    """Rows that count up from a random start, modulo the vocabulary: a pattern a tiny model learns fast."""
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    starts = torch.randint(3, vocab, (n, 1), generator=g)
+    ids = (starts + torch.arange(length)) % vocab
+    return Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
+
+
+def pytest_collection_modifyitems(items):
+    """End-to-end tests (scripts and training runs on the generated corpus of `workdir`) are `slow`."""
+    for item in items:
+        if "workdir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """A test that built an Accelerator (or transformers' Trainer, TRL's) must not fix the next one's settings."""
+    yield
+    if "accelerate.state" in sys.modules:
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def shared_tinystories():
     """../shared/data/tinystories beside the checkout (or $TINY_DECODER_DATA), else None."""
     env = os.environ.get("TINY_DECODER_DATA")

@@ -1,5 +1,6 @@
 """Every command in docs/walkthrough.md runs, on a tiny model standing in for runs/tiny."""
 
+import pytest
 import os
 import re
 import subprocess
@@ -8,6 +9,8 @@ import sys
 import torch
 
 from conftest import ROOT, small_config
+
+pytestmark = pytest.mark.slow  # subprocesses / whole runs
 
 
 def blocks(text, lang):

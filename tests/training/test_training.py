@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from conftest import cli_args, killed_at_checkpoint, metrics, run  # noqa: F401  (workdir is a conftest fixture)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_one_step_equals_a_hand_written_step(workdir, tmp_path):

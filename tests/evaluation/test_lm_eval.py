@@ -9,6 +9,8 @@ import torch
 
 from conftest import small_config
 
+pytestmark = pytest.mark.slow  # subprocesses / whole runs
+
 lm_eval = pytest.importorskip("lm_eval")
 
 ENDINGS = [

@@ -42,6 +42,7 @@ def test_reload_gives_identical_logits(tmp_path, pe, tied):
     assert type(AutoModel.from_pretrained(tmp_path)) is TinyDecoderModel
 
 
+@pytest.mark.slow
 def test_trust_remote_code_load_without_the_package(tmp_path):
     torch.manual_seed(0)
     model = TinyDecoderForCausalLM(small_config(position_embedding="alibi")).eval()

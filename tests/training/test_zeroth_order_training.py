@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from conftest import cli_args, killed_at_checkpoint, metrics, run  # noqa: F401  (workdir is a conftest fixture)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ZO = dict(optim="zeroth_order", learning_rate=2e-3, warmup_steps=0, weight_decay=0.0)
 
 
@@ -102,41 +102,18 @@ def test_two_processes_match_one_with_double_accumulation(workdir, tmp_path):
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=1e-5, msg=k)
 
 
+@pytest.mark.slow
 def test_a_zeroth_order_step_needs_about_inference_memory():
-    """Measured in separate processes (bench/zeroth_order.py): peak memory a step adds above the model."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import zeroth_order as bench
-    finally:
-        sys.path.pop(0)
+    """Measured in separate processes (evaluation/memory.py): peak memory a step adds above the model."""
+    from tiny_decoder.evaluation.memory import StepShape, measure_in_child
+
     # The `tiny` preset at batch 16 x 256: backprop keeps ~4 layers of activations besides the 64 MiB of logits.
-    argv = ["--preset=tiny", "--vocab_size=4096", "--batch_size=16", "--block_size=256", "--repeats=2", "--device=cpu"]
-    rows = {m: bench.run_child(m, argv) for m in ("inference", "zeroth_order", "adamw")}
+    shape = StepShape(preset="tiny", vocab_size=4096, batch_size=16, block_size=256, repeats=2, device="cpu")
+    rows = {m: measure_in_child(m, shape) for m in ("inference", "zeroth_order", "adamw")}
     infer, zo, adamw = (rows[m]["peak_mib"] for m in ("inference", "zeroth_order", "adamw"))
     assert infer > 64  # the logits alone are 64 MiB: the measurement sees the activations
     assert zo < 1.3 * infer + 8, json.dumps(rows)
     assert adamw > 1.5 * zo, json.dumps(rows)
-
-
-def test_the_experiment_script_writes_its_table_curves_and_results(workdir, tmp_path):
-    from conftest import run_script
-
-    base = tmp_path / "base"
-    run(cli_args(workdir, base, max_steps=4))
-    out = tmp_path / "exp"
-    results = run_script("zeroth_order_experiment", [
-        "--base_model", str(base), "--dataset_path", str(workdir / "data"), "--output_dir", str(out), "--budget", "0.01",
-        "--batch_size", "4", "--block_size", "16", "--max_eval_batches", "2"])
-    assert set(results) == {"fine-tune", "scratch"}
-    for setting in results.values():
-        assert set(setting["curves"]) == {"adamw", "zeroth_order"}
-        zo = setting["curves"]["zeroth_order"]
-        assert zo[-1]["step"] == 10 and zo[-1]["forward_passes"] == 20  # 1,000 steps x 0.01, two forwards each
-        assert set(setting["memory"]) == {"inference", "zeroth_order", "adamw"}
-    table = (out / "table.md").read_text()
-    assert table.count("| zeroth_order |") == 2 and "forward passes" in table
-    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "pruned" / "model.safetensors").exists()  # the fine-tune setting starts from the pruned base
 
 
 def test_every_logged_record_carries_forward_passes(workdir, tmp_path):

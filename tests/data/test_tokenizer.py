@@ -73,20 +73,15 @@ def test_tinystories_4096_bpe_characters_per_token():
 
 def test_train_tokenizer_script_writes_a_loadable_folder(tmp_path):
     import json
-    import sys
-    from pathlib import Path
+
+    from conftest import run_script
 
     docs = generated_documents(120, seed=4)
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    try:
-        import train_tokenizer
-    finally:
-        sys.path.pop(0)
     out = tmp_path / "tok"
     config = tmp_path / "args.yaml"
     config.write_text(f"dataset_path: {tmp_path}\nvocab_size: 300\noutput_dir: {out}\nblock_size: 64\n")
-    train_tokenizer.main([str(config)])
+    run_script("train_tokenizer", [str(config)])
     loaded = AutoTokenizer.from_pretrained(out)
     assert len(loaded) == 300 and loaded.model_max_length == 64
     assert loaded.decode(loaded(docs[0], add_special_tokens=False)["input_ids"]) == docs[0]
@@ -94,19 +89,13 @@ def test_train_tokenizer_script_writes_a_loadable_folder(tmp_path):
 
 def test_train_tokenizer_script_refuses_an_output_dir_that_is_a_file(tmp_path):
     import json
-    import sys
-    from pathlib import Path
 
+    from conftest import run_script
     from tiny_decoder.training.run_dir import OutputDirError
 
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in generated_documents(50)))
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    try:
-        import train_tokenizer
-    finally:
-        sys.path.pop(0)
     target = tmp_path / "taken"
     target.write_text("not a folder")
     with pytest.raises(OutputDirError, match="is a file, not a folder"):
-        train_tokenizer.main(["--dataset_path", str(tmp_path), "--vocab_size", "300", "--output_dir", str(target)])
+        run_script("train_tokenizer", ["--dataset_path", str(tmp_path), "--vocab_size", "300", "--output_dir", str(target)])
     assert target.read_text() == "not a folder"

@@ -15,7 +15,7 @@ from torch import nn
 from conftest import small_config
 from tiny_decoder import TinyDecoderConfig, TinyDecoderForCausalLM
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_tp_plan_names_real_linear_layers_and_covers_every_projection():
@@ -47,6 +47,7 @@ def test_pp_plan_names_real_modules_and_forward_arguments():
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo over torchrun is checked on Linux")
+@pytest.mark.slow
 def test_two_process_tensor_parallel_forward_matches_the_unsharded_model(tmp_path):
     torch.manual_seed(0)
     model = TinyDecoderForCausalLM(small_config(num_attention_heads=4, num_key_value_heads=2)).eval()

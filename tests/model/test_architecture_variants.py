@@ -342,25 +342,6 @@ def test_evaluate_early_exit_reports_loss_depth_and_speed():
     assert model.config.early_exit_threshold is None  # put back
 
 
-def test_the_experiment_script_trains_each_variant_and_writes_one_table(workdir, tmp_path):
-    from conftest import run_script
-
-    out = tmp_path / "exp"
-    results, exits = run_script("experiment", [
-        "--dataset_path", str(workdir / "data"), "--output_dir", str(out), "--budget", "0.02", "--batch_size", "4",
-        "--block_size", "16", "--vocab_size", "300", "--max_eval_batches", "2",
-        "--variants", "baseline", "orthogonal_parallel", "early_exit_training"])
-    assert list(results) == ["baseline", "orthogonal_parallel", "early_exit_training"]
-    for name, r in results.items():
-        assert r["params"] > 0 and r["memory_mib"] >= 0 and r["act_rms_spread"] >= 1 and len(r["curve"]) >= 1
-    # the same tokenizer, seed and schedule: the orthogonal-parallel model starts where the baseline does
-    assert results["orthogonal_parallel"]["params"] == results["baseline"]["params"] + 2 * 2 * 2 * 64
-    assert [r["threshold"] for r in exits] == [1.0, 0.9, 0.7, 0.5, 0.3] and exits[0]["mean_exit_layer"] == 1
-    table = (out / "table.md").read_text()
-    assert "| orthogonal_parallel | residual=orthogonal_parallel |" in table and "| threshold | loss |" in table
-    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
 def test_config_overrides_reach_the_new_fields_and_none_stays_a_string_where_strings_go(tiny_tokenizer):
     from tiny_decoder.training import ModelArguments, build_config
 

@@ -1,20 +1,10 @@
 """transformers.Trainer drives the model: loss falls, checkpoints save, resume continues exactly."""
 
-
 import torch
-from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
-from conftest import small_config
+from conftest import small_config, toy_dataset
 from tiny_decoder import TinyDecoderForCausalLM
-
-
-def toy_dataset(n=64, length=16, vocab=67):
-    g = torch.Generator().manual_seed(0)
-    # A learnable pattern: each row counts up from a random start, modulo the vocabulary.
-    starts = torch.randint(3, vocab, (n, 1), generator=g)
-    ids = (starts + torch.arange(length)) % vocab
-    return Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
 
 
 def make_trainer(out_dir, max_steps):

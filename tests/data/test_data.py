@@ -187,7 +187,7 @@ def test_make_train_data_hub_asks_for_the_hub(tmp_path):
     import subprocess
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run(["make", "-n", "train", "DATA=hub"], cwd=root, capture_output=True, text=True,
                          env={**__import__("os").environ, "TINY_DECODER_DATA": str(tmp_path)})
     assert out.returncode == 0, out.stderr

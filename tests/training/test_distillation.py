@@ -172,7 +172,7 @@ def test_distill_script_refuses_a_teacher_with_another_tokenizer_before_training
 
 
 def test_distillation_trainer_trains_with_transformers_trainer(tmp_path):
-    from test_trainer import toy_dataset
+    from conftest import toy_dataset
     from transformers import TrainingArguments
 
     from tiny_decoder.training.objectives.distillation import DistillationTrainer

@@ -1,0 +1,58 @@
+"""What every study shares: one run of the package's own Trainer from a dict of its arguments (the names
+of scripts/train.py's flags, checked by the same parser), and reading a run's metrics back."""
+
+import json
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from ..data import DataArguments
+from ..data.tokenizer import TokenizerArguments
+from ..training import ModelArguments, Trainer, TrainArguments
+
+TRAIN_ARGUMENTS = (ModelArguments, DataArguments, TokenizerArguments, TrainArguments)
+
+
+def train(values: dict, title: str) -> Path:
+    """Train in this process with `values` (e.g. {"preset": "nano", "max_steps": 300, ...}); returns output_dir."""
+    print(f"\n=== {title}: {json.dumps(values)}", flush=True)
+    parsed = HfArgumentParser(TRAIN_ARGUMENTS).parse_dict(values)  # unknown names and bad values fail here
+    Trainer(*parsed, command=f"{title} (tiny_decoder.experiments)").train()
+    return Path(values["output_dir"])
+
+
+def metrics(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(folder) / "metrics.jsonl").read_text().splitlines()]
+
+
+def evaluations(folder: Path) -> list[dict]:
+    """The run's validation records, in step order."""
+    return [r for r in metrics(folder) if "eval_loss" in r]
+
+
+def stored_parameters(folder: Path) -> int:
+    """Parameters in the saved weights (a tied head is stored once)."""
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(str(Path(folder) / "model.safetensors"), "pt") as f:
+        for key in f.keys():
+            n = 1
+            for d in f.get_slice(key).get_shape():
+                n *= d
+            total += n
+    return total
+
+
+def save_figure(fig, path: Path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
