@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test train distill sft zeroth-order experiment bench clean
+.PHONY: setup lint format test train distill sft zeroth-order experiment bench clean
 
 setup: $(STAMP)
 
@@ -15,6 +15,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,sft,eval]'
 	touch $(STAMP)
+
+# ruff: lint rules and format settings in pyproject.toml; CI runs `make lint` before the tests.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q tests

@@ -22,9 +22,19 @@ from tiny_decoder import TinyDecoderConfig, TinyDecoderForCausalLM  # noqa: E402
 
 
 def build(kind, a, device, dtype):
-    shape = dict(vocab_size=a.vocab, hidden_size=a.hidden, num_hidden_layers=a.layers, num_attention_heads=a.heads,
-                 num_key_value_heads=a.kv_heads, intermediate_size=a.intermediate, max_position_embeddings=a.ctx + a.new_tokens,
-                 tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    shape = dict(
+        vocab_size=a.vocab,
+        hidden_size=a.hidden,
+        num_hidden_layers=a.layers,
+        num_attention_heads=a.heads,
+        num_key_value_heads=a.kv_heads,
+        intermediate_size=a.intermediate,
+        max_position_embeddings=a.ctx + a.new_tokens,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     if kind == "tiny-decoder":
         cfg = TinyDecoderConfig(position_embedding="rope", norm="rmsnorm", hidden_act="swiglu", **shape)
@@ -51,6 +61,7 @@ def peak_mb(device):
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process high-water mark (CPU)
 
 
@@ -108,8 +119,9 @@ def peak_memory_in_subprocess(kind):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--memory_only", kind],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, *sys.argv[1:], "--memory_only", kind], capture_output=True, text=True, check=True
+    ).stdout
     return float(out.split("PEAK_MB")[1].split()[0])
 
 
@@ -145,8 +157,9 @@ def main():
 
     models = {kind: build(kind, a, device, dtype) for kind in KINDS}
     modes = generation_modes(a)
-    results = {kind: dict(params=sum(p.numel() for p in m.parameters()), step=[], **{m: [] for m in modes})
-               for kind, m in models.items()}
+    results = {
+        kind: dict(params=sum(p.numel() for p in m.parameters()), step=[], **{m: [] for m in modes}) for kind, m in models.items()
+    }
     # Alternate the two models round by round so warm-up and machine noise hit both alike;
     # all training rounds first, then all generation rounds (no training allocations in between).
     for r in range(a.rounds):
@@ -168,19 +181,29 @@ def main():
         results[kind]["mem"] = peak_memory_in_subprocess(kind)
 
     ours, ref = results["tiny-decoder"], results["llama"]
-    print(f"train step: best of {a.rounds} rounds x {a.steps} steps; generate: best of {2 * a.rounds} x {a.gen_repeats} "
-          "(after a warm-up call that also compiles); greedy tokens checked equal across cache modes")
+    print(
+        f"train step: best of {a.rounds} rounds x {a.steps} steps; generate: best of {2 * a.rounds} x {a.gen_repeats} "
+        "(after a warm-up call that also compiles); greedy tokens checked equal across cache modes"
+    )
     print(f"device={device} dtype={a.dtype} threads={torch.get_num_threads()} torch={torch.__version__}")
-    print(f"shape: hidden {a.hidden}, layers {a.layers}, heads {a.heads}/{a.kv_heads} kv, vocab {a.vocab}, "
-          f"ctx {a.ctx}, batch {a.batch}, params ours {ours['params']:,} / llama {ref['params']:,}")
-    print(f"| metric | tiny-decoder | Llama | ratio (ours/Llama) | target |")
-    print(f"|---|---|---|---|---|")
-    print(f"| train step (fwd+bwd+AdamW), ms | {ours['step']*1e3:.1f} | {ref['step']*1e3:.1f} | {ours['step']/ref['step']:.3f} | <= 0.95 |")
+    print(
+        f"shape: hidden {a.hidden}, layers {a.layers}, heads {a.heads}/{a.kv_heads} kv, vocab {a.vocab}, "
+        f"ctx {a.ctx}, batch {a.batch}, params ours {ours['params']:,} / llama {ref['params']:,}"
+    )
+    print("| metric | tiny-decoder | Llama | ratio (ours/Llama) | target |")
+    print("|---|---|---|---|---|")
+    print(
+        f"| train step (fwd+bwd+AdamW), ms | {ours['step'] * 1e3:.1f} | {ref['step'] * 1e3:.1f} | {ours['step'] / ref['step']:.3f} | <= 0.95 |"
+    )
     for mode in modes:
         target = ">= 1.2" if mode == "dynamic cache" else "> 1"
-        print(f"| generate, tokens/s ({a.new_tokens} new, greedy, {mode}) | {ours[mode]:.0f} | {ref[mode]:.0f} | "
-              f"{ours[mode]/ref[mode]:.3f} | {target} |")
-    print(f"| peak memory in training, MiB (CPU: process RSS) | {ours['mem']:.0f} | {ref['mem']:.0f} | {ours['mem']/ref['mem']:.3f} | <= 1 |")
+        print(
+            f"| generate, tokens/s ({a.new_tokens} new, greedy, {mode}) | {ours[mode]:.0f} | {ref[mode]:.0f} | "
+            f"{ours[mode] / ref[mode]:.3f} | {target} |"
+        )
+    print(
+        f"| peak memory in training, MiB (CPU: process RSS) | {ours['mem']:.0f} | {ref['mem']:.0f} | {ours['mem'] / ref['mem']:.3f} | <= 1 |"
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ def main(argv=None):
     shape = StepShape(**{f.name: getattr(a, f.name) for f in dataclasses.fields(StepShape)})
     rows = [measure_in_child(m, shape) for m in a.modes]
     ref = next((r for r in rows if r["mode"] == "inference"), rows[0])
-    print(f"{a.config_name or a.preset + ' preset'}, batch {a.batch_size} x {a.block_size}, vocab {a.vocab_size}, {a.device}, "
-          f"{a.directions} direction(s) per zeroth-order step, median of {a.repeats - 1} steps after the first\n")
+    print(
+        f"{a.config_name or a.preset + ' preset'}, batch {a.batch_size} x {a.block_size}, vocab {a.vocab_size}, {a.device}, "
+        f"{a.directions} direction(s) per zeroth-order step, median of {a.repeats - 1} steps after the first\n"
+    )
     print("| mode | what a step does | forwards | ms per step | peak memory above the model, MiB | vs inference |")
     print("|---|---|---|---|---|---|")
     for r in rows:

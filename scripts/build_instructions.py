@@ -35,9 +35,14 @@ def main(argv=None):
     counts = {}
     for split in ("train", "validation"):
         texts = parts[split][data_args.text_column]
-        conversations = build_instruction_set(texts, args.seed, validation_fraction=0.0, n_words=args.n_words,
-                                              words_within=args.words_within,
-                                              per_story=args.per_story if split == "train" else 1)["train"]
+        conversations = build_instruction_set(
+            texts,
+            args.seed,
+            validation_fraction=0.0,
+            n_words=args.n_words,
+            words_within=args.words_within,
+            per_story=args.per_story if split == "train" else 1,
+        )["train"]
         tmp = out / f"{split}.jsonl.tmp"
         tmp.write_text("".join(json.dumps(c) + "\n" for c in conversations))
         tmp.replace(out / f"{split}.jsonl")

@@ -17,9 +17,9 @@ import torch
 
 from tiny_decoder.cli import check_model_source, parse_args, run_command
 from tiny_decoder.data import DataArguments, build_lm_datasets, load_raw_dataset
+from tiny_decoder.data.tokenizer import load_tokenizer
 from tiny_decoder.evaluation.loss import blocks_loss
 from tiny_decoder.evaluation.speed import generation_speed
-from tiny_decoder.data.tokenizer import load_tokenizer
 from tiny_decoder.training.objectives import CausalLMObjective
 
 
@@ -61,18 +61,24 @@ def main(argv=None):
     for name in args.models:
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(name).eval()
-        rows.append({"model": name, "params": sum(p.numel() for p in model.parameters()),
-                     "tokens": training_tokens(Path(name)),
-                     "val_loss": blocks_loss(model, blocks["validation"], args.per_device_eval_batch_size,
-                                             args.max_eval_batches),
-                     "generate_tok_s": generation_speed(model, prompt)})
+        rows.append(
+            {
+                "model": name,
+                "params": sum(p.numel() for p in model.parameters()),
+                "tokens": training_tokens(Path(name)),
+                "val_loss": blocks_loss(model, blocks["validation"], args.per_device_eval_batch_size, args.max_eval_batches),
+                "generate_tok_s": generation_speed(model, prompt),
+            }
+        )
     ref = rows[0]["val_loss"]
     print(f"\nvalidation: {len(blocks['validation'])} blocks of {data_args.block_size} tokens\n")
     print("| model | parameters | training tokens | validation loss | vs first | generate tokens/s |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['params']:,} | {r['tokens']:,} | {r['val_loss']:.4f} | "
-              f"{(r['val_loss'] / ref - 1) * 100:+.1f} % | {r['generate_tok_s']:.0f} |")
+        print(
+            f"| {r['model']} | {r['params']:,} | {r['tokens']:,} | {r['val_loss']:.4f} | "
+            f"{(r['val_loss'] / ref - 1) * 100:+.1f} % | {r['generate_tok_s']:.0f} |"
+        )
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(rows, indent=2))
     return rows

@@ -12,8 +12,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from tiny_decoder.cli import check_model_source, parse_args, run_command
 from tiny_decoder.data import DataArguments, load_raw_dataset
 from tiny_decoder.evaluation.perplexity import perplexity
@@ -28,19 +26,26 @@ class EvaluateArguments:
     batch_size: int = 8
     max_length: int | None = field(default=None, metadata={"help": "Window length; default: the model's context."})
     stride: int | None = field(default=None, metadata={"help": "Sliding-window step for texts longer than the context."})
-    prompts: list[str] = field(default_factory=lambda: ["Once upon a time", "Lily and Tom went to the park."],
-                               metadata={"help": "Prompts for the sample generations."})
+    prompts: list[str] = field(
+        default_factory=lambda: ["Once upon a time", "Lily and Tom went to the park."],
+        metadata={"help": "Prompts for the sample generations."},
+    )
     max_new_tokens: int = 60
     seed: int = 0
     output_json: str | None = field(default=None, metadata={"help": "Also write the numbers and samples here."})
-    write_card: bool = field(default=False, metadata={"help": "Add the numbers, parameter table and samples to the "
-                                                          "model folder's card (README.md) and its model-index."})
+    write_card: bool = field(
+        default=False,
+        metadata={
+            "help": "Add the numbers, parameter table and samples to the model folder's card (README.md) and its model-index."
+        },
+    )
     trust_remote_code: bool = False
 
 
 def load_model(name: str, trust_remote_code: bool = False):
-    import tiny_decoder  # noqa: F401  (registers our classes with the Auto factories)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import tiny_decoder  # noqa: F401  (registers our classes with the Auto factories)
 
     check_model_source(name)
     model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code).eval()
@@ -50,8 +55,10 @@ def load_model(name: str, trust_remote_code: bool = False):
 
 def samples(model, tokenizer, prompts, max_new_tokens, seed):
     """One sample per prompt, each from the same seed (so a prompt's text does not depend on the others)."""
-    return [{"prompt": p, "text": sample_texts(model, tokenizer, [tokenizer(p)["input_ids"]], max_new_tokens, seed)[0]}
-            for p in prompts]
+    return [
+        {"prompt": p, "text": sample_texts(model, tokenizer, [tokenizer(p)["input_ids"]], max_new_tokens, seed)[0]}
+        for p in prompts
+    ]
 
 
 def main(argv=None):
@@ -65,15 +72,18 @@ def main(argv=None):
         raise ValueError(f"The data has no split {args.split!r}; it has {sorted(raw)}. Pass --split NAME.")
     split = raw[args.split]
     if data_args.text_column not in split.column_names:
-        raise ValueError(f"text_column={data_args.text_column!r} is not in the data; its columns are "
-                         f"{split.column_names}. Pass --text_column NAME.")
+        raise ValueError(
+            f"text_column={data_args.text_column!r} is not in the data; its columns are "
+            f"{split.column_names}. Pass --text_column NAME."
+        )
     texts = split[data_args.text_column][: args.max_samples]
     result = perplexity(model, tokenizer, texts, args.batch_size, args.max_length, args.stride, progress=True)
     shown = samples(model, tokenizer, args.prompts, args.max_new_tokens, args.seed)
-    print(f"\n{args.model_name_or_path} on {data_args.local_path or data_args.dataset_name} [{args.split}], "
-          f"{result.texts} texts")
-    print(f"| loss | perplexity | tokens | tokens/s |\n|---|---|---|---|\n"
-          f"| {result.loss:.4f} | {result.perplexity:.2f} | {result.tokens:,} | {result.tokens_per_s:,.0f} |")
+    print(f"\n{args.model_name_or_path} on {data_args.local_path or data_args.dataset_name} [{args.split}], {result.texts} texts")
+    print(
+        f"| loss | perplexity | tokens | tokens/s |\n|---|---|---|---|\n"
+        f"| {result.loss:.4f} | {result.perplexity:.2f} | {result.tokens:,} | {result.tokens_per_s:,.0f} |"
+    )
     for s in shown:
         print(f"\n> {s['prompt']}  (seed {args.seed})\n{s['text']}")
     if args.output_json:
@@ -86,10 +96,12 @@ def main(argv=None):
         from tiny_decoder.hub import evaluation_section, update_card_evaluation
 
         dataset = data_args.dataset_name if not data_args.local_path else Path(data_args.local_path).name
-        section = evaluation_section(result, dataset, args.split, args.stride,
-                                     format_parameter_table(parameter_table(model)), shown)
-        update_card_evaluation(args.model_name_or_path, Path(args.model_name_or_path).name, section, dataset,
-                               args.split, result.perplexity)
+        section = evaluation_section(
+            result, dataset, args.split, args.stride, format_parameter_table(parameter_table(model)), shown
+        )
+        update_card_evaluation(
+            args.model_name_or_path, Path(args.model_name_or_path).name, section, dataset, args.split, result.perplexity
+        )
         print(f"updated {args.model_name_or_path}/README.md")
     return result
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from tiny_decoder.data.chat import add_chat_template, load_conversations
 from tiny_decoder.cli import parse_args, run_command
+from tiny_decoder.data.chat import add_chat_template, load_conversations
 from tiny_decoder.data.instructions import words_present
-from tiny_decoder.training.objectives.sft import SFTObjective, assistant_loss, generate_answers
 from tiny_decoder.data.tokenizer import load_tokenizer
 from tiny_decoder.training.objectives import CausalLMObjective
+from tiny_decoder.training.objectives.sft import SFTObjective, assistant_loss, generate_answers
 
 
 @dataclass
@@ -50,7 +50,9 @@ def main(argv=None):
     (args,) = parse_args((EvalArguments,), argv)
     records = words_conversations(Path(args.dataset_path) / "validation.jsonl", args.num_prompts)
     if not records:
-        raise ValueError(f"{args.dataset_path}/validation.jsonl has no 'uses the words' conversations (scripts/build_instructions.py makes them).")
+        raise ValueError(
+            f"{args.dataset_path}/validation.jsonl has no 'uses the words' conversations (scripts/build_instructions.py makes them)."
+        )
     instructions = [r["messages"][0]["content"] for r in records]
     conversations = [r["messages"] for r in records]
 
@@ -70,11 +72,13 @@ def main(argv=None):
         ("base + chat template (SFT's start)", base, base_tok, None),
         ("fine-tuned (SFT)", AutoModelForCausalLM.from_pretrained(args.sft_model).eval(), load_tokenizer(args.sft_model), None),
     ):
-        answers = answers if answers is not None else generate_answers(model, tok, chat_prompts(tok), args.max_new_tokens, args.seed)
+        answers = (
+            answers if answers is not None else generate_answers(model, tok, chat_prompts(tok), args.max_new_tokens, args.seed)
+        )
         score = sum(words_present(a, r["words"]) for a, r in zip(answers, records)) / len(records)
         loss = assistant_loss(model, tok, conversations, args.block_size) if "plain" not in name else None
         rows.append({"model": name, "words_present": score, "assistant_loss": loss})
-        examples[name] = [{"instruction": i, "answer": a} for i, a in zip(instructions[:args.num_examples], answers)]
+        examples[name] = [{"instruction": i, "answer": a} for i, a in zip(instructions[: args.num_examples], answers)]
     print(f"\n{len(records)} held-out instructions, answers sampled (top-k 50, top-p 0.95, seed {args.seed})\n")
     print("| model | requested words present | assistant-token loss |\n|---|---|---|")
     for r in rows:

@@ -25,14 +25,16 @@ class InspectArguments:
 
 
 def main(argv=None):
-    import tiny_decoder  # noqa: F401  (registers the Auto classes)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import tiny_decoder  # noqa: F401  (registers the Auto classes)
 
     argv = sys.argv[1:] if argv is None else argv
     (args,) = parse_args((InspectArguments,), argv)
     check_model_source(args.model_name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, attn_implementation="eager",
-                                                 trust_remote_code=args.trust_remote_code).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        args.model_name_or_path, attn_implementation="eager", trust_remote_code=args.trust_remote_code
+    ).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -46,8 +48,10 @@ def main(argv=None):
     print("\nmost focused heads (lowest entropy):")
     for s in sorted(maps["stats"], key=lambda s: s["entropy"])[:4]:
         st = s["strongest"]
-        print(f"  layer {s['layer']} head {s['head']}: entropy {s['entropy']:.2f} nats, "
-              f"{st['query_token']!r} -> {st['key_token']!r} ({st['weight']:.2f})")
+        print(
+            f"  layer {s['layer']} head {s['head']}: entropy {s['entropy']:.2f} nats, "
+            f"{st['query_token']!r} -> {st['key_token']!r} ({st['weight']:.2f})"
+        )
     print(f"\nwrote {out}/parameters.md, shapes.txt, attention.png, attention.html, attention_stats.json")
     return maps
 

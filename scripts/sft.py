@@ -13,18 +13,21 @@ import sys
 
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments
-from tiny_decoder.training.objectives.sft import SFTObjective
 from tiny_decoder.data.tokenizer import TokenizerArguments
-from tiny_decoder.training import ModelArguments, Trainer, TrainArguments
+from tiny_decoder.training import ModelArguments, TrainArguments, Trainer
+from tiny_decoder.training.objectives.sft import SFTObjective
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    model_args, data_args, tok_args, train_args = parse_args((ModelArguments, DataArguments, TokenizerArguments, TrainArguments), argv)
+    model_args, data_args, tok_args, train_args = parse_args(
+        (ModelArguments, DataArguments, TokenizerArguments, TrainArguments), argv
+    )
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required: the trained model to fine-tune (e.g. runs/tiny).")
-    trainer = Trainer(model_args, data_args, tok_args, train_args, objective=SFTObjective(),
-                      command="python scripts/sft.py " + shlex.join(argv))
+    trainer = Trainer(
+        model_args, data_args, tok_args, train_args, objective=SFTObjective(), command="python scripts/sft.py " + shlex.join(argv)
+    )
     return trainer.train()
 
 

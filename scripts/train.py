@@ -13,12 +13,14 @@ import sys
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments
 from tiny_decoder.data.tokenizer import TokenizerArguments
-from tiny_decoder.training import ModelArguments, Trainer, TrainArguments
+from tiny_decoder.training import ModelArguments, TrainArguments, Trainer
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    model_args, data_args, tok_args, train_args = parse_args((ModelArguments, DataArguments, TokenizerArguments, TrainArguments), argv)
+    model_args, data_args, tok_args, train_args = parse_args(
+        (ModelArguments, DataArguments, TokenizerArguments, TrainArguments), argv
+    )
     trainer = Trainer(model_args, data_args, tok_args, train_args, command="python scripts/train.py " + shlex.join(argv))
     result = trainer.train()
     import torch.distributed as dist

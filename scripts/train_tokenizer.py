@@ -5,8 +5,8 @@
 """
 
 import sys
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments, clean_and_split, load_raw_dataset
@@ -34,8 +34,10 @@ def main(argv=None):
     sample = [t for b in text_batches(splits["validation"], data_args.text_column, max_documents=200) for t in b]
     chars = sum(map(len, sample))
     tokens = sum(len(x) for x in tokenizer(sample, add_special_tokens=False, verbose=False)["input_ids"])
-    print(f"saved a {len(tokenizer)}-token tokenizer to {out_args.output_dir}; "
-          f"{chars / max(tokens, 1):.2f} characters per token on {len(sample)} validation documents")
+    print(
+        f"saved a {len(tokenizer)}-token tokenizer to {out_args.output_dir}; "
+        f"{chars / max(tokens, 1):.2f} characters per token on {len(sample)} validation documents"
+    )
     return tokenizer
 
 

@@ -40,8 +40,11 @@ def model_and_batch(dtype=torch.float64, seed=0, **overrides):
     from tiny_decoder import TinyDecoderForCausalLM
 
     torch.manual_seed(seed)
-    model = TinyDecoderForCausalLM(small_config(hidden_size=16, num_attention_heads=2, num_key_value_heads=1,
-                                                **overrides)).to(dtype).eval()
+    model = (
+        TinyDecoderForCausalLM(small_config(hidden_size=16, num_attention_heads=2, num_key_value_heads=1, **overrides))
+        .to(dtype)
+        .eval()
+    )
     with torch.no_grad():  # norms away from 1 so their gradients are not special
         for n, p in model.named_parameters():
             if "norm" in n:
@@ -126,10 +129,27 @@ def workdir(tmp_path_factory, tiny_tokenizer):
 
 
 def cli_args(workdir, out, **over):
-    args = dict(preset="nano", dataset_path=str(workdir / "data"), tokenizer_name=str(workdir / "tok"), block_size=16,
-                output_dir=str(out), per_device_train_batch_size=4, per_device_eval_batch_size=8, max_steps=6,
-                warmup_steps=2, learning_rate=3e-3, logging_steps=1, eval_steps=3, save_steps=3, max_eval_batches=2,
-                num_samples=1, max_new_tokens=8, report_to="none", use_cpu="true", seed=7)
+    args = dict(
+        preset="nano",
+        dataset_path=str(workdir / "data"),
+        tokenizer_name=str(workdir / "tok"),
+        block_size=16,
+        output_dir=str(out),
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        max_steps=6,
+        warmup_steps=2,
+        learning_rate=3e-3,
+        logging_steps=1,
+        eval_steps=3,
+        save_steps=3,
+        max_eval_batches=2,
+        num_samples=1,
+        max_new_tokens=8,
+        report_to="none",
+        use_cpu="true",
+        seed=7,
+    )
     args.update(over)
     return [x for k, v in args.items() if v is not None for x in (f"--{k}", str(v))]
 
@@ -176,5 +196,3 @@ def killed_at_checkpoint(monkeypatch, step):
 
 def metrics(out):
     return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-
-

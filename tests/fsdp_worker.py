@@ -21,8 +21,15 @@ def main(out_dir: str):
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.manual_seed(0)
-    config = TinyDecoderConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                               num_key_value_heads=2, max_position_embeddings=32, tie_word_embeddings=True)
+    config = TinyDecoderConfig(
+        vocab_size=97,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        tie_word_embeddings=True,
+    )
     model = TinyDecoderForCausalLM._from_config(config, attn_implementation="sdpa")
     for block in model.model.layers:
         fully_shard(block)

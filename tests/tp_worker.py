@@ -6,9 +6,9 @@ import sys
 
 import torch
 import torch.distributed as dist
+from transformers import AutoModelForCausalLM
 
 import tiny_decoder  # noqa: F401  (registers the Auto classes)
-from transformers import AutoModelForCausalLM
 
 folder, out = sys.argv[1], sys.argv[2]
 model = AutoModelForCausalLM.from_pretrained(folder, tp_plan="auto").eval()
@@ -18,7 +18,7 @@ with torch.no_grad():
     logits = model(ids, use_cache=False).logits
     logits = logits.full_tensor() if hasattr(logits, "full_tensor") else logits
     generated = model.generate(ids[:, :4], max_new_tokens=6, do_sample=False)
-shapes = {n: list(getattr(p, "to_local", lambda: p)().shape) for n, p in model.named_parameters()}
+shapes = {n: list((p.to_local() if hasattr(p, "to_local") else p).shape) for n, p in model.named_parameters()}
 torch.save({"logits": logits, "generated": generated}, f"{out}/rank{rank}.pt")
 with open(f"{out}/shapes{rank}.json", "w") as f:
     json.dump(shapes, f)

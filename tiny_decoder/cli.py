@@ -39,12 +39,16 @@ def check_model_source(value: str, flag: str = "model_name_or_path", needs: str 
 
     path = Path(value).expanduser()
     if path.exists() and not (path / "config.json").is_file():
-        raise ValueError(f"--{flag} {value!r} is a folder without config.json: not a saved model folder; give a folder "
-                         f"written by save_pretrained (with {needs}).")
+        raise ValueError(
+            f"--{flag} {value!r} is a folder without config.json: not a saved model folder; give a folder "
+            f"written by save_pretrained (with {needs})."
+        )
     if not path.exists() and (_looks_local(value) or not hub_is_reachable()):
         where = "does not exist" if _looks_local(value) else "is not a local folder and the Hub cannot be reached"
-        raise ValueError(f"--{flag} {value!r} {where}; give a folder written by save_pretrained (with {needs})"
-                         f"{'' if _looks_local(value) else ', or go online'}.")
+        raise ValueError(
+            f"--{flag} {value!r} {where}; give a folder written by save_pretrained (with {needs})"
+            f"{'' if _looks_local(value) else ', or go online'}."
+        )
 
 
 def _read_file(path: str) -> dict:
@@ -67,6 +71,8 @@ def run_command(main) -> None:
     except (ValueError, OSError, RuntimeError) as err:
         sys.exit(f"error: {err}")
     except KeyboardInterrupt as err:
-        print(f"\n{err or 'interrupted; complete checkpoints already in output_dir are kept (resume with --resume_from_checkpoint latest)'}",
-              file=sys.stderr)
+        print(
+            f"\n{err or 'interrupted; complete checkpoints already in output_dir are kept (resume with --resume_from_checkpoint latest)'}",
+            file=sys.stderr,
+        )
         sys.exit(130)

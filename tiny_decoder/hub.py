@@ -85,28 +85,43 @@ def render_model_card(config, info: dict) -> str:
         "license": "mit",
         "language": ["en"],
         "pipeline_tag": "text-generation",
-        "tags": ["tiny-decoder", "causal-lm", "tinystories"] + ([] if info.get("base_model") else ["from-scratch"])
-                + list(info.get("tags", [])),
+        "tags": ["tiny-decoder", "causal-lm", "tinystories"]
+        + ([] if info.get("base_model") else ["from-scratch"])
+        + list(info.get("tags", [])),
         "datasets": [info["dataset_name"]] if info.get("dataset_name") else [],
         **({"base_model": info["base_model"]} if info.get("base_model") else {}),
-        "model-index": [{
-            "name": info.get("title") or info["repo"],
-            "results": [{
-                "task": {"type": "text-generation", "name": "Language modeling"},
-                "dataset": {"type": info.get("dataset_name") or "local", "name": info["dataset_desc"], "split": "validation"},
-                "metrics": [
-                    {"type": "loss", "value": round(info["eval_loss"], 4), "name": "validation loss"},
-                    {"type": "perplexity", "value": round(info["eval_ppl"], 2), "name": "validation perplexity"},
+        "model-index": [
+            {
+                "name": info.get("title") or info["repo"],
+                "results": [
+                    {
+                        "task": {"type": "text-generation", "name": "Language modeling"},
+                        "dataset": {
+                            "type": info.get("dataset_name") or "local",
+                            "name": info["dataset_desc"],
+                            "split": "validation",
+                        },
+                        "metrics": [
+                            {"type": "loss", "value": round(info["eval_loss"], 4), "name": "validation loss"},
+                            {"type": "perplexity", "value": round(info["eval_ppl"], 2), "name": "validation perplexity"},
+                        ],
+                    }
                 ],
-            }],
-        }],
+            }
+        ],
     }
     samples = "\n\n".join(f"> {s.strip()}".replace("\n", "\n> ") for s in info["samples"]) or "(none)"
     fields = {k: v for k, v in info.items() if k not in ("samples", "title", "local", "method", "base_model", "tags")}
     method = f"\n{info['method'].strip()}\n" if info.get("method") else ""
     local = info.get("local", False)
-    where = (f"`{info['repo']}` is this folder's path as training wrote it (relative to where training ran); after "
-             f"`push_to_hub`, use the repository id instead.\n\n") if local else ""
+    where = (
+        (
+            f"`{info['repo']}` is this folder's path as training wrote it (relative to where training ran); after "
+            f"`push_to_hub`, use the repository id instead.\n\n"
+        )
+        if local
+        else ""
+    )
     return TEMPLATE.format(
         use=USE.format(repo=info["repo"], where=where),
         metadata=_yaml(metadata),
@@ -155,21 +170,55 @@ def render_pruned_card(config, info: dict) -> str:
     """info keys: repo, local, title, source, removed (text), rows (list of (name, before, after)), importance,
     calibration, notes, command."""
     local = info.get("local", True)
-    where = (f"`{info['repo']}` is this folder's path as pruning wrote it; after `push_to_hub`, use the repository "
-             f"id instead.\n\n") if local else ""
-    metadata = {"library_name": "transformers", "license": "mit", "language": ["en"], "pipeline_tag": "text-generation",
-                "tags": ["tiny-decoder", "causal-lm", "pruned", "structured-pruning"], "base_model": info["source"]}
+    where = (
+        (f"`{info['repo']}` is this folder's path as pruning wrote it; after `push_to_hub`, use the repository id instead.\n\n")
+        if local
+        else ""
+    )
+    metadata = {
+        "library_name": "transformers",
+        "license": "mit",
+        "language": ["en"],
+        "pipeline_tag": "text-generation",
+        "tags": ["tiny-decoder", "causal-lm", "pruned", "structured-pruning"],
+        "base_model": info["source"],
+    }
     table = "\n".join(f"| {name} | {a} | {b} |" for name, a, b in info["rows"])
-    return PRUNED_TEMPLATE.format(metadata=_yaml(metadata), title=info["title"], source=info["source"],
-                                  removed=info["removed"], repo=info["repo"], use=USE.format(repo=info["repo"], where=where),
-                                  table=table, importance=info["importance"], calibration=info["calibration"],
-                                  notes=info.get("notes", ""), architecture=_architecture(config), command=info["command"])
+    return PRUNED_TEMPLATE.format(
+        metadata=_yaml(metadata),
+        title=info["title"],
+        source=info["source"],
+        removed=info["removed"],
+        repo=info["repo"],
+        use=USE.format(repo=info["repo"], where=where),
+        table=table,
+        importance=info["importance"],
+        calibration=info["calibration"],
+        notes=info.get("notes", ""),
+        architecture=_architecture(config),
+        command=info["command"],
+    )
 
 
 def _architecture(config) -> str:
-    arch_keys = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
-                 "intermediate_size", "max_position_embeddings", "position_embedding", "norm", "norm_position",
-                 "hidden_act", "tie_word_embeddings", "residual_dropout", "attention_dropout", "embedding_dropout"]
+    arch_keys = [
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "intermediate_size",
+        "max_position_embeddings",
+        "position_embedding",
+        "norm",
+        "norm_position",
+        "hidden_act",
+        "tie_word_embeddings",
+        "residual_dropout",
+        "attention_dropout",
+        "embedding_dropout",
+    ]
     return "| field | value |\n|---|---|\n" + "\n".join(f"| {k} | {getattr(config, k)} |" for k in arch_keys)
 
 
@@ -198,12 +247,14 @@ def _yaml(obj, indent=0) -> str:
 def evaluation_section(result, dataset: str, split: str, stride, table_md: str, samples: list[dict]) -> str:
     """The card's "## Evaluation" section from scripts/evaluate_model.py's numbers (never typed in)."""
     shown = "\n".join(f"> {s['prompt']}\n\n{s['text']}\n" for s in samples)
-    return (f"## Evaluation\n\nPerplexity on {dataset} [{split}] by `scripts/evaluate_model.py` "
-            f"({result.texts:,} texts, {result.tokens:,} tokens scored"
-            f"{f', sliding window stride {stride}' if stride else ''}):\n\n"
-            f"| loss (nats/token) | perplexity | mean per-text perplexity |\n|---|---|---|\n"
-            f"| {result.loss:.4f} | {result.perplexity:.2f} | {sum(result.perplexities) / len(result.perplexities):.2f} |\n\n"
-            f"### Parameters\n\n{table_md}\n\n### Samples (fixed prompts and seed)\n\n{shown}")
+    return (
+        f"## Evaluation\n\nPerplexity on {dataset} [{split}] by `scripts/evaluate_model.py` "
+        f"({result.texts:,} texts, {result.tokens:,} tokens scored"
+        f"{f', sliding window stride {stride}' if stride else ''}):\n\n"
+        f"| loss (nats/token) | perplexity | mean per-text perplexity |\n|---|---|---|\n"
+        f"| {result.loss:.4f} | {result.perplexity:.2f} | {sum(result.perplexities) / len(result.perplexities):.2f} |\n\n"
+        f"### Parameters\n\n{table_md}\n\n### Samples (fixed prompts and seed)\n\n{shown}"
+    )
 
 
 def update_card_evaluation(folder, name: str, section: str, dataset: str, split: str, perplexity: float) -> None:
@@ -220,11 +271,18 @@ def update_card_evaluation(folder, name: str, section: str, dataset: str, split:
     if text.startswith("---\n") and "\n---\n" in text[4:]:
         head, body = text[4:].split("\n---\n", 1)
         meta = yaml.safe_load(head) or {}
-    meta["model-index"] = [{"name": name, "results": [{
-        "task": {"type": "text-generation", "name": "Text generation"},
-        "dataset": {"name": dataset, "type": dataset, "split": split},
-        "metrics": [{"type": "perplexity", "value": round(perplexity, 4), "name": "Perplexity"}],
-    }]}]
+    meta["model-index"] = [
+        {
+            "name": name,
+            "results": [
+                {
+                    "task": {"type": "text-generation", "name": "Text generation"},
+                    "dataset": {"name": dataset, "type": dataset, "split": split},
+                    "metrics": [{"type": "perplexity", "value": round(perplexity, 4), "name": "Perplexity"}],
+                }
+            ],
+        }
+    ]
     body = re.sub(r"\n## Evaluation\n.*?(?=\n## |\Z)", "", body, flags=re.S).rstrip("\n")
     out = f"---\n{yaml.safe_dump(meta, sort_keys=False).strip()}\n---\n{body}\n\n{section.rstrip()}\n"
     tmp = path.with_suffix(".md.tmp")
@@ -264,5 +322,9 @@ def push_checkpoint(folder, args) -> None:
 
     api = HfApi()
     api.create_repo(args.hub_model_id, private=args.hub_private_repo, exist_ok=True)
-    api.upload_folder(repo_id=args.hub_model_id, folder_path=str(folder), path_in_repo="last-checkpoint",
-                      commit_message=f"checkpoint {folder.name}")
+    api.upload_folder(
+        repo_id=args.hub_model_id,
+        folder_path=str(folder),
+        path_in_repo="last-checkpoint",
+        commit_message=f"checkpoint {folder.name}",
+    )

@@ -36,14 +36,17 @@ class Perplexity(evaluate.Metric):
         )
 
     def _compute(self, predictions, model_id, batch_size=8, max_length=None, stride=None, trust_remote_code=False):
-        import tiny_decoder  # noqa: F401  (registers the Auto classes)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        import tiny_decoder  # noqa: F401  (registers the Auto classes)
         from tiny_decoder.evaluation.perplexity import perplexity
 
         model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=trust_remote_code)
         result = perplexity(model, tokenizer, list(predictions), batch_size, max_length, stride)
-        return {"perplexities": result.perplexities,
-                "mean_perplexity": sum(result.perplexities) / len(result.perplexities),
-                "perplexity": result.perplexity, "loss": result.loss}
+        return {
+            "perplexities": result.perplexities,
+            "mean_perplexity": sum(result.perplexities) / len(result.perplexities),
+            "perplexity": result.perplexity,
+            "loss": result.loss,
+        }

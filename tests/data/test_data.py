@@ -4,7 +4,13 @@ import pytest
 
 from conftest import generated_documents
 from tiny_decoder.data import (
-    DataArguments, DataError, build_lm_datasets, check_utf8, group_texts, in_validation, load_raw_dataset,
+    DataArguments,
+    DataError,
+    build_lm_datasets,
+    check_utf8,
+    group_texts,
+    in_validation,
+    load_raw_dataset,
 )
 
 
@@ -85,7 +91,9 @@ def test_parquet_folder(tmp_path, tiny_tokenizer):
     from datasets import Dataset
 
     Dataset.from_dict({"story": generated_documents(50)}).to_parquet(str(tmp_path / "train-0.parquet"))
-    blocks, reports = build_lm_datasets(DataArguments(dataset_path=str(tmp_path), text_column="story", block_size=8), tiny_tokenizer)
+    blocks, reports = build_lm_datasets(
+        DataArguments(dataset_path=str(tmp_path), text_column="story", block_size=8), tiny_tokenizer
+    )
     assert reports["train"].documents + reports["validation"].documents == 50
 
 
@@ -188,8 +196,13 @@ def test_make_train_data_hub_asks_for_the_hub(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run(["make", "-n", "train", "DATA=hub"], cwd=root, capture_output=True, text=True,
-                         env={**__import__("os").environ, "TINY_DECODER_DATA": str(tmp_path)})
+    out = subprocess.run(
+        ["make", "-n", "train", "DATA=hub"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "TINY_DECODER_DATA": str(tmp_path)},
+    )
     assert out.returncode == 0, out.stderr
     line = [x for x in out.stdout.replace("\\\n", " ").splitlines() if "scripts/train.py" in x][0]
     assert '--dataset_path ""' in line and str(tmp_path) not in line

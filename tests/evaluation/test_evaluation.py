@@ -70,7 +70,7 @@ def test_sliding_window_gives_each_token_its_last_max_length_tokens_as_context(m
     assert len(ids) > 3 * L
     nll = 0.0
     for t in range(1, len(ids)):
-        ctx = ids[max(0, t - L + 1): t + 1]
+        ctx = ids[max(0, t - L + 1) : t + 1]
         logp = torch.log_softmax(model(torch.tensor([ctx])).logits[0, -2].double(), -1)
         nll -= logp[ids[t]].item()
     got = perplexity(model, tok, [text], max_length=L, stride=1, batch_size=16)
@@ -120,8 +120,10 @@ def test_script_prints_and_writes_numbers_and_samples(model_dir, tmp_path, capsy
     (data / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:10]))
     (data / "validation.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[10:]))
     out = tmp_path / "ppl.json"
-    result = run_script("evaluate_model", ["--model_name_or_path", str(model_dir), "--dataset_path", str(data),
-                                     "--max_new_tokens", "5", "--output_json", str(out)])
+    result = run_script(
+        "evaluate_model",
+        ["--model_name_or_path", str(model_dir), "--dataset_path", str(data), "--max_new_tokens", "5", "--output_json", str(out)],
+    )
     report = json.loads(Path(out).read_text())
     model, tok = load(model_dir)
     assert report["perplexity"] == pytest.approx(perplexity(model, tok, texts[10:]).perplexity, rel=1e-6)
@@ -156,9 +158,19 @@ def test_any_transformers_causal_lm_folder_works(tmp_path, tiny_tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128,
-                                         pad_token_id=0, bos_token_id=1, eos_token_id=2)).eval()
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tiny_tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=128,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+    ).eval()
     llama.save_pretrained(tmp_path / "llama")
     tiny_tokenizer.save_pretrained(tmp_path / "llama")
     data = tmp_path / "data"
@@ -166,8 +178,9 @@ def test_any_transformers_causal_lm_folder_works(tmp_path, tiny_tokenizer):
     texts = generated_documents(6, seed=12)
     (data / "validation.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     (data / "train.jsonl").write_text(json.dumps({"text": "Tom saw a boat."}) + "\n")
-    result = run_script("evaluate_model", ["--model_name_or_path", str(tmp_path / "llama"), "--dataset_path", str(data),
-                                     "--max_new_tokens", "3"])
+    result = run_script(
+        "evaluate_model", ["--model_name_or_path", str(tmp_path / "llama"), "--dataset_path", str(data), "--max_new_tokens", "3"]
+    )
     assert result.perplexity == pytest.approx(perplexity(llama, tiny_tokenizer, texts).perplexity, rel=1e-6)
     assert 1 < result.perplexity < 10 * len(tiny_tokenizer)
 
@@ -175,7 +188,18 @@ def test_any_transformers_causal_lm_folder_works(tmp_path, tiny_tokenizer):
 def test_a_plain_text_file_is_scored_with_a_stride(model_dir, tmp_path):
     story = " ".join(generated_documents(30, seed=13))
     (tmp_path / "stories.txt").write_text(story)
-    result = run_script("evaluate_model", ["--model_name_or_path", str(model_dir), "--dataset_path", str(tmp_path / "stories.txt"),
-                                     "--stride", "64", "--max_new_tokens", "3"])
+    result = run_script(
+        "evaluate_model",
+        [
+            "--model_name_or_path",
+            str(model_dir),
+            "--dataset_path",
+            str(tmp_path / "stories.txt"),
+            "--stride",
+            "64",
+            "--max_new_tokens",
+            "3",
+        ],
+    )
     model, tok = load(model_dir)
     assert result.texts == 1 and result.tokens == len(tok(story)["input_ids"]) - 1

@@ -34,7 +34,10 @@ def test_trace_covers_every_block_with_named_shapes():
     trace = trace_shapes(model, torch.randint(3, 60, (2, 7)))
     for i in range(3):
         assert f"model.layers.{i} (Block): [(batch=2, seq=7, hidden=32)" in trace
-        assert f"model.layers.{i}.self_attn.k_proj (Linear): [(batch=2, seq=7, hidden=32)] -> (batch=2, seq=7, kv_heads*head_dim=16)" in trace
+        assert (
+            f"model.layers.{i}.self_attn.k_proj (Linear): [(batch=2, seq=7, hidden=32)] -> (batch=2, seq=7, kv_heads*head_dim=16)"
+            in trace
+        )
     assert "lm_head (Linear): [(batch=2, seq=7, hidden=32)] -> (batch=2, seq=7, vocab=67)" in trace
 
 
@@ -80,8 +83,9 @@ def test_attention_maps_are_causal_distributions_and_files_are_valid(tmp_path, t
         attention_maps(model, tiny_tokenizer, "Lily.", tmp_path)
 
 
-@pytest.mark.skipif(not any(__import__("shutil").which(b) for b in ("chromium", "chromium-browser")),
-                    reason="no headless chromium installed")
+@pytest.mark.skipif(
+    not any(__import__("shutil").which(b) for b in ("chromium", "chromium-browser")), reason="no headless chromium installed"
+)
 def test_attention_page_renders_in_headless_chromium(tmp_path, tiny_tokenizer):
     import shutil
     import subprocess
@@ -89,8 +93,12 @@ def test_attention_page_renders_in_headless_chromium(tmp_path, tiny_tokenizer):
     model = TinyDecoderForCausalLM(small_config(vocab_size=len(tiny_tokenizer))).eval()
     maps = attention_maps(model, tiny_tokenizer, "Lily saw a cat.", tmp_path)
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", f"file://{maps['html']}"],
-                         capture_output=True, text=True, timeout=60).stdout
+    dom = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", f"file://{maps['html']}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert dom.count("<td") >= len(maps["tokens"]) ** 2 and "entropy" in dom  # the script drew the grid
 
 
@@ -98,8 +106,10 @@ def test_inspect_script_writes_everything(tmp_path, tiny_tokenizer):
     model = TinyDecoderForCausalLM(small_config(vocab_size=len(tiny_tokenizer))).eval()
     model.save_pretrained(tmp_path / "m")
     tiny_tokenizer.save_pretrained(tmp_path / "m")
-    run_script("inspect_model", ["--model_name_or_path", str(tmp_path / "m"), "--output_dir", str(tmp_path / "out"),
-                                 "--text", "Tom found a boat."])
+    run_script(
+        "inspect_model",
+        ["--model_name_or_path", str(tmp_path / "m"), "--output_dir", str(tmp_path / "out"), "--text", "Tom found a boat."],
+    )
     for f in ("parameters.md", "shapes.txt", "attention.png", "attention.html", "attention_stats.json"):
         assert (tmp_path / "out" / f).stat().st_size > 0
     (tmp_path / "empty").mkdir()

@@ -23,14 +23,15 @@ CONTINUE = [("Lily saw", "."), ("Tom found a", "."), ("Mia liked the", ".")]
 
 
 def write_tasks(root):
-    (root / "endings.jsonl").write_text("".join(json.dumps({"context": c, "endings": e, "label": y}) + "\n"
-                                                for c, e, y in ENDINGS))
+    (root / "endings.jsonl").write_text(
+        "".join(json.dumps({"context": c, "endings": e, "label": y}) + "\n" for c, e, y in ENDINGS)
+    )
     (root / "continue.jsonl").write_text("".join(json.dumps({"context": c, "target": t}) + "\n" for c, t in CONTINUE))
     (root / "story_endings.yaml").write_text(f"""task: story_endings
 dataset_path: json
 dataset_kwargs:
   data_files:
-    test: {root / 'endings.jsonl'}
+    test: {root / "endings.jsonl"}
 test_split: test
 output_type: multiple_choice
 doc_to_text: "{{{{context}}}}"
@@ -44,7 +45,7 @@ metric_list:
 dataset_path: json
 dataset_kwargs:
   data_files:
-    test: {root / 'continue.jsonl'}
+    test: {root / "continue.jsonl"}
 test_split: test
 output_type: generate_until
 doc_to_text: "{{{{context}}}}"
@@ -79,9 +80,15 @@ def test_harness_runs_our_folder_and_agrees_with_our_numbers(tmp_path, tiny_toke
     model.save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
     write_tasks(tmp_path)
-    out = simple_evaluate(model="hf", model_args=f"pretrained={folder},dtype=float32", tasks=["story_endings", "story_continue"],
-                          task_manager=TaskManager(include_path=str(tmp_path)), device="cpu", batch_size=2,
-                          log_samples=True)
+    out = simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={folder},dtype=float32",
+        tasks=["story_endings", "story_continue"],
+        task_manager=TaskManager(include_path=str(tmp_path)),
+        device="cpu",
+        batch_size=2,
+        log_samples=True,
+    )
     samples = {s["doc_id"]: s for s in out["samples"]["story_endings"]}
     correct = 0
     for i, (context, endings, label) in enumerate(ENDINGS):
@@ -94,7 +101,13 @@ def test_harness_runs_our_folder_and_agrees_with_our_numbers(tmp_path, tiny_toke
     for s in out["samples"]["story_continue"]:
         context = CONTINUE[s["doc_id"]][0]
         ids = tiny_tokenizer(context, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
-                             pad_token_id=tiny_tokenizer.pad_token_id, eos_token_id=tiny_tokenizer.eos_token_id)
-        text = tiny_tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True).split(".")[0]
+        gen = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=8,
+            do_sample=False,
+            pad_token_id=tiny_tokenizer.pad_token_id,
+            eos_token_id=tiny_tokenizer.eos_token_id,
+        )
+        text = tiny_tokenizer.decode(gen[0, ids.shape[1] :], skip_special_tokens=True).split(".")[0]
         assert s["resps"][0][0] == text

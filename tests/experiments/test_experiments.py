@@ -9,12 +9,31 @@ pytestmark = pytest.mark.slow
 
 def test_the_experiment_script_trains_each_variant_and_writes_one_table(workdir, tmp_path):
     out = tmp_path / "exp"
-    results, exits = run_script("experiment", [
-        "--dataset_path", str(workdir / "data"), "--output_dir", str(out), "--budget", "0.02", "--batch_size", "4",
-        "--block_size", "16", "--vocab_size", "300", "--max_eval_batches", "2",
-        "--variants", "baseline", "orthogonal_parallel", "early_exit_training"])
+    results, exits = run_script(
+        "experiment",
+        [
+            "--dataset_path",
+            str(workdir / "data"),
+            "--output_dir",
+            str(out),
+            "--budget",
+            "0.02",
+            "--batch_size",
+            "4",
+            "--block_size",
+            "16",
+            "--vocab_size",
+            "300",
+            "--max_eval_batches",
+            "2",
+            "--variants",
+            "baseline",
+            "orthogonal_parallel",
+            "early_exit_training",
+        ],
+    )
     assert list(results) == ["baseline", "orthogonal_parallel", "early_exit_training"]
-    for name, r in results.items():
+    for r in results.values():
         assert r["params"] > 0 and r["memory_mib"] >= 0 and r["act_rms_spread"] >= 1 and len(r["curve"]) >= 1
     # the same tokenizer, seed and schedule: the orthogonal-parallel model starts where the baseline does
     assert results["orthogonal_parallel"]["params"] == results["baseline"]["params"] + 2 * 2 * 2 * 64
@@ -28,9 +47,25 @@ def test_the_zeroth_order_experiment_writes_its_table_curves_and_results(workdir
     base = tmp_path / "base"
     run(cli_args(workdir, base, max_steps=4))
     out = tmp_path / "exp"
-    results = run_script("zeroth_order_experiment", [
-        "--base_model", str(base), "--dataset_path", str(workdir / "data"), "--output_dir", str(out), "--budget", "0.01",
-        "--batch_size", "4", "--block_size", "16", "--max_eval_batches", "2"])
+    results = run_script(
+        "zeroth_order_experiment",
+        [
+            "--base_model",
+            str(base),
+            "--dataset_path",
+            str(workdir / "data"),
+            "--output_dir",
+            str(out),
+            "--budget",
+            "0.01",
+            "--batch_size",
+            "4",
+            "--block_size",
+            "16",
+            "--max_eval_batches",
+            "2",
+        ],
+    )
     assert set(results) == {"fine-tune", "scratch"}
     for setting in results.values():
         assert set(setting["curves"]) == {"adamw", "zeroth_order"}

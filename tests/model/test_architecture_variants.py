@@ -154,8 +154,15 @@ def test_train_script_logs_activation_norms_for_a_variant(workdir, tmp_path):
     from conftest import cli_args, metrics, run
 
     out = tmp_path / "ortho"
-    run(cli_args(workdir, out, max_steps=3, log_activation_norms="true",
-                 config_overrides="residual=orthogonal_parallel,sliding_window=8"))
+    run(
+        cli_args(
+            workdir,
+            out,
+            max_steps=3,
+            log_activation_norms="true",
+            config_overrides="residual=orthogonal_parallel,sliding_window=8",
+        )
+    )
     rows = [r for r in metrics(out) if "loss" in r]
     assert all({"act_rms_0", "act_rms_1", "act_rms_spread"} <= r.keys() for r in rows)
     again = TinyDecoderForCausalLM.from_pretrained(out)
@@ -171,7 +178,7 @@ def naive_linear_attention(q, k, v):
     out = torch.zeros(q.shape[:-1] + (v.shape[-1],), dtype=torch.float64)
     for i in range(t):
         last = s - t + i
-        w = (feature_map(q[..., i : i + 1, :]) @ feature_map(k[..., : last + 1, :]).transpose(-2, -1))  # (B, H, 1, j)
+        w = feature_map(q[..., i : i + 1, :]) @ feature_map(k[..., : last + 1, :]).transpose(-2, -1)  # (B, H, 1, j)
         out[..., i, :] = ((w @ v[..., : last + 1, :]) / w.sum(-1, keepdim=True)).squeeze(-2)
     return out.transpose(1, 2)
 
@@ -183,8 +190,9 @@ def test_linear_attention_matches_the_naive_formula_with_and_without_past():
     q, k, v = torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8)
     torch.testing.assert_close(causal_linear_attention(q, k, v).double(), naive_linear_attention(q, k, v), atol=1e-5, rtol=1e-4)
     # the last 3 queries against all 7 keys: what a cached decode step computes
-    torch.testing.assert_close(causal_linear_attention(q[..., 4:, :], k, v).double(),
-                               naive_linear_attention(q[..., 4:, :], k, v), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        causal_linear_attention(q[..., 4:, :], k, v).double(), naive_linear_attention(q[..., 4:, :], k, v), atol=1e-5, rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize("pe", ["rope", "learned", "none"])
@@ -228,11 +236,13 @@ def test_linear_attention_chunks_do_not_change_the_result(chunk):
 
     torch.manual_seed(1)
     q, k, v = torch.randn(1, 2, 10, 4), torch.randn(1, 2, 13, 4), torch.randn(1, 2, 13, 4)
-    torch.testing.assert_close(causal_linear_attention(q, k, v, chunk_size=chunk).double(),
-                               naive_linear_attention(q, k, v), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        causal_linear_attention(q, k, v, chunk_size=chunk).double(), naive_linear_attention(q, k, v), atol=1e-5, rtol=1e-4
+    )
 
 
 # ---------------------------------------------------------------------------- dynamic depth (early exit)
+
 
 def decode_logits(model, ids, prompt=3):
     """Teacher-forced cached decoding: the prompt in one forward, then one token at a time."""
@@ -307,7 +317,9 @@ def test_exit_loss_adds_the_mean_intermediate_cross_entropy():
     plain = model.eval()(ids, labels=ids).loss  # eval: no exit loss
     for h in handles:
         h.remove()
-    ce = lambda h: torch.nn.functional.cross_entropy(model.lm_head(model.model.norm(h))[:, :-1].reshape(-1, 67), ids[:, 1:].reshape(-1))  # noqa: E731
+    ce = lambda h: torch.nn.functional.cross_entropy(
+        model.lm_head(model.model.norm(h))[:, :-1].reshape(-1, 67), ids[:, 1:].reshape(-1)
+    )  # noqa: E731
     torch.testing.assert_close(loss, plain + 0.5 * (ce(hs[0]) + ce(hs[1])) / 2)
 
 
@@ -322,9 +334,11 @@ def test_layer_dropout_skips_blocks_in_training_only():
     with torch.no_grad():
         torch.testing.assert_close(model.train()(ids).logits, first_only(ids).logits)  # blocks 1, 2 skipped
         assert not torch.equal(model.eval()(ids).logits, first_only(ids).logits)
-    for bad, message in ((dict(early_exit_threshold=1.5), "must be a probability"),
-                         (dict(early_exit_min_layer=2), "must be a layer index"),
-                         (dict(layer_dropout=1.0), "layer_dropout=1.0 must be in")):
+    for bad, message in (
+        (dict(early_exit_threshold=1.5), "must be a probability"),
+        (dict(early_exit_min_layer=2), "must be a layer index"),
+        (dict(layer_dropout=1.0), "layer_dropout=1.0 must be in"),
+    ):
         with pytest.raises(ValueError, match=message):
             small_config(**bad)
 
@@ -345,7 +359,17 @@ def test_evaluate_early_exit_reports_loss_depth_and_speed():
 def test_config_overrides_reach_the_new_fields_and_none_stays_a_string_where_strings_go(tiny_tokenizer):
     from tiny_decoder.training import ModelArguments, build_config
 
-    config = build_config(ModelArguments(preset="nano", config_overrides="position_embedding=none,sliding_window=none,"
-                                         "attention_type=linear,early_exit_threshold=0.9"), tiny_tokenizer, 16)
-    assert (config.position_embedding, config.sliding_window, config.attention_type, config.early_exit_threshold) == \
-        ("none", None, "linear", 0.9)
+    config = build_config(
+        ModelArguments(
+            preset="nano",
+            config_overrides="position_embedding=none,sliding_window=none,attention_type=linear,early_exit_threshold=0.9",
+        ),
+        tiny_tokenizer,
+        16,
+    )
+    assert (config.position_embedding, config.sliding_window, config.attention_type, config.early_exit_threshold) == (
+        "none",
+        None,
+        "linear",
+        0.9,
+    )

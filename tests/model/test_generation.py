@@ -10,8 +10,7 @@ from tiny_decoder import TinyDecoderForCausalLM
 
 def make_model(pe, impl="sdpa", seed=0):
     torch.manual_seed(seed)
-    cfg = small_config(position_embedding=pe, vocab_size=257, hidden_size=64, num_attention_heads=4,
-                       max_position_embeddings=128)
+    cfg = small_config(position_embedding=pe, vocab_size=257, hidden_size=64, num_attention_heads=4, max_position_embeddings=128)
     # float64 so argmax never flips on rounding differences between paths
     return TinyDecoderForCausalLM._from_config(cfg, attn_implementation=impl).double().eval()
 
@@ -52,13 +51,12 @@ def test_left_padded_batch_generates_like_each_prompt_alone(pe):
     batch = torch.full((3, width), pad)
     mask = torch.zeros(3, width, dtype=torch.long)
     for i, p in enumerate(prompts):
-        batch[i, width - len(p):] = p
-        mask[i, width - len(p):] = 1
-    together = model.generate(batch, attention_mask=mask, max_new_tokens=12, do_sample=False,
-                              eos_token_id=None, pad_token_id=pad)
+        batch[i, width - len(p) :] = p
+        mask[i, width - len(p) :] = 1
+    together = model.generate(batch, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=pad)
     for i, p in enumerate(prompts):
         alone = model.generate(p[None], max_new_tokens=12, do_sample=False, eos_token_id=None)
-        assert torch.equal(together[i, width:], alone[0, len(p):]), f"prompt {i}"
+        assert torch.equal(together[i, width:], alone[0, len(p) :]), f"prompt {i}"
 
 
 @pytest.mark.parametrize("kwargs", [dict(top_k=10), dict(top_p=0.9), dict(top_k=20, top_p=0.8, temperature=0.7)])

@@ -11,9 +11,18 @@ def make_trainer(out_dir, max_steps):
     torch.manual_seed(0)
     model = TinyDecoderForCausalLM(small_config())
     args = TrainingArguments(
-        output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=8, learning_rate=2e-2,
-        gradient_accumulation_steps=2, save_steps=10, logging_steps=1, report_to=[], use_cpu=True, seed=0,
-        dataloader_num_workers=0, disable_tqdm=True,
+        output_dir=str(out_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=8,
+        learning_rate=2e-2,
+        gradient_accumulation_steps=2,
+        save_steps=10,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
     )
     return Trainer(model=model, args=args, train_dataset=toy_dataset())
 

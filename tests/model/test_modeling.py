@@ -16,8 +16,15 @@ COMBOS = list(itertools.product(POSITION_EMBEDDINGS, NORMS, NORM_POSITIONS, HIDD
 @pytest.mark.parametrize("pe, norm, norm_position, act", COMBOS)
 def test_every_architecture_overfits_a_fixed_batch(pe, norm, norm_position, act):
     torch.manual_seed(0)
-    cfg = small_config(position_embedding=pe, norm=norm, norm_position=norm_position, hidden_act=act,
-                       num_hidden_layers=2, hidden_size=32, vocab_size=32)
+    cfg = small_config(
+        position_embedding=pe,
+        norm=norm,
+        norm_position=norm_position,
+        hidden_act=act,
+        num_hidden_layers=2,
+        hidden_size=32,
+        vocab_size=32,
+    )
     model = TinyDecoderForCausalLM(cfg).train()
     ids = torch.randint(0, cfg.vocab_size, (4, 16))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)

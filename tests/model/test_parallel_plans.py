@@ -39,7 +39,7 @@ def test_pp_plan_names_real_modules_and_forward_arguments():
     from tiny_decoder.model.modeling_tiny_decoder import Block
 
     model = TinyDecoderForCausalLM(small_config())
-    for name, (inputs, outputs) in TinyDecoderConfig.base_model_pp_plan.items():
+    for name in TinyDecoderConfig.base_model_pp_plan:
         assert hasattr(model.model, name), name
     block_args = inspect.signature(Block.forward).parameters
     assert {"hidden_states", "attention_mask"} <= set(block_args)
@@ -53,8 +53,17 @@ def test_two_process_tensor_parallel_forward_matches_the_unsharded_model(tmp_pat
     model = TinyDecoderForCausalLM(small_config(num_attention_heads=4, num_key_value_heads=2)).eval()
     model.save_pretrained(tmp_path / "model")
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "tests" / "tp_worker.py"), str(tmp_path / "model"), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "tests" / "tp_worker.py"),
+        str(tmp_path / "model"),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ids = torch.arange(24).remainder(60).view(2, 12) + 3

@@ -1,18 +1,17 @@
 """save_pretrained -> Auto* loading, with the package and without it (trust_remote_code)."""
 
 import json
-from pathlib import Path
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
-
-import tiny_decoder
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+import tiny_decoder
 from conftest import small_config
 from tiny_decoder import TinyDecoderForCausalLM, TinyDecoderModel
 
@@ -29,8 +28,14 @@ def test_reload_gives_identical_logits(tmp_path, pe, tied):
     model_dir = Path(tiny_decoder.model.__file__).parent
     assert {f for f in files if f.endswith(".py")} == {p.name for p in model_dir.glob("*.py")} - {"__init__.py"}
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
-    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification",
-                             "AutoModelForTokenClassification", "AutoModelForQuestionAnswering"}
+    assert set(auto_map) == {
+        "AutoConfig",
+        "AutoModel",
+        "AutoModelForCausalLM",
+        "AutoModelForSequenceClassification",
+        "AutoModelForTokenClassification",
+        "AutoModelForQuestionAnswering",
+    }
 
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(loaded) is TinyDecoderForCausalLM
@@ -80,4 +85,3 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE_OK" in result.stdout
-

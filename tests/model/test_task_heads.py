@@ -59,11 +59,14 @@ def mean_loss(model, rows):
         return float(model(**batch).loss)
 
 
-@pytest.mark.parametrize("auto, task", [
-    ("AutoModelForSequenceClassification", sequence_task),
-    ("AutoModelForTokenClassification", token_task),
-    ("AutoModelForQuestionAnswering", qa_task),
-])
+@pytest.mark.parametrize(
+    "auto, task",
+    [
+        ("AutoModelForSequenceClassification", sequence_task),
+        ("AutoModelForTokenClassification", token_task),
+        ("AutoModelForQuestionAnswering", qa_task),
+    ],
+)
 def test_head_trains_with_trainer_and_reloads(auto, task, tmp_path):
     import transformers
     from transformers import Trainer, TrainingArguments
@@ -76,9 +79,18 @@ def test_head_trains_with_trainer_and_reloads(auto, task, tmp_path):
     model = getattr(transformers, auto).from_config(small_config(hidden_size=64, num_labels=2))
     assert type(model).__name__.startswith("TinyDecoderFor")
     before = mean_loss(model, rows)
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=32, max_steps=60,
-                             learning_rate=3e-3, warmup_steps=5, report_to=[], use_cpu=True, save_strategy="no",
-                             logging_steps=20, seed=0)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=32,
+        max_steps=60,
+        learning_rate=3e-3,
+        warmup_steps=5,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=20,
+        seed=0,
+    )
     Trainer(model=model, args=args, train_dataset=Examples(rows)).train()
     after = mean_loss(model, rows)
     assert after < 0.6 * before, (before, after)

@@ -145,8 +145,9 @@ def test_torch_export_of_base_model_with_dynamic_sequence_length():
     model = TinyDecoderModel._from_config(small_config(), attn_implementation="sdpa").eval()
     ids = torch.randint(3, 67, (2, 10))
     seq = torch.export.Dim("seq", min=2, max=64)
-    program = torch.export.export(model, (), {"input_ids": ids, "use_cache": False},
-                                  dynamic_shapes={"input_ids": {1: seq}, "use_cache": None}, strict=False)
+    program = torch.export.export(
+        model, (), {"input_ids": ids, "use_cache": False}, dynamic_shapes={"input_ids": {1: seq}, "use_cache": None}, strict=False
+    )
     for t in (10, 17):
         x = torch.randint(3, 67, (2, t))
         got = program.module()(input_ids=x, use_cache=False).last_hidden_state
@@ -175,8 +176,9 @@ def test_torch_export_of_lm_with_dynamic_cache():
     program = export_with_dynamic_cache(model, ids, torch.ones_like(ids))
     from transformers import DynamicCache
 
-    got = program.module()(input_ids=ids, attention_mask=torch.ones_like(ids), cache=DynamicCache(config=model.config),
-                           use_cache=True)
+    got = program.module()(
+        input_ids=ids, attention_mask=torch.ones_like(ids), cache=DynamicCache(config=model.config), use_cache=True
+    )
     torch.testing.assert_close(got.logits, model(ids, use_cache=False).logits, atol=1e-5, rtol=1e-4)
 
 
@@ -203,17 +205,29 @@ def test_linear_scaling_by_two_sees_position_2p_as_the_default_model_sees_p():
     scaled.load_state_dict(default.state_dict())
     ids = torch.randint(3, 67, (1, 12))
     p, mask = torch.arange(12)[None], torch.ones(1, 12, dtype=torch.long)  # a mask: steps of 2 are not packing
-    torch.testing.assert_close(scaled(ids, attention_mask=mask, position_ids=2 * p).logits,
-                               default(ids, attention_mask=mask, position_ids=p).logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        scaled(ids, attention_mask=mask, position_ids=2 * p).logits,
+        default(ids, attention_mask=mask, position_ids=p).logits,
+        atol=1e-5,
+        rtol=1e-4,
+    )
     assert not torch.allclose(scaled(ids).logits, default(ids).logits)
 
 
-@pytest.mark.parametrize("params", [
-    {"rope_type": "dynamic", "factor": 2.0},
-    {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 32},
-    {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-     "original_max_position_embeddings": 32},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"rope_type": "dynamic", "factor": 2.0},
+        {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 32},
+        {
+            "rope_type": "llama3",
+            "factor": 4.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 32,
+        },
+    ],
+)
 def test_rope_types_from_transformers_run_and_reload(params, tmp_path):
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
@@ -230,8 +244,9 @@ def test_rope_types_from_transformers_run_and_reload(params, tmp_path):
 def test_partial_rotary_leaves_the_other_channels_unrotated():
     from tiny_decoder.model.positions import RotaryEmbedding, apply_rope
 
-    cfg = small_config(hidden_size=64, num_attention_heads=4, rope_parameters={"rope_type": "default",
-                                                                               "partial_rotary_factor": 0.5})
+    cfg = small_config(
+        hidden_size=64, num_attention_heads=4, rope_parameters={"rope_type": "default", "partial_rotary_factor": 0.5}
+    )
     rope = RotaryEmbedding(cfg)
     x = torch.randn(1, 4, 6, 16)
     cos, sin = rope(x, torch.arange(6)[None])
@@ -242,7 +257,8 @@ def test_partial_rotary_leaves_the_other_channels_unrotated():
     assert not torch.allclose(y[..., :8], x[..., :8])
     assert full.inv_freq.shape == rope.inv_freq.shape
     lm("sdpa", hidden_size=64, rope_parameters={"rope_type": "default", "partial_rotary_factor": 0.5})(
-        torch.randint(3, 67, (1, 5)))
+        torch.randint(3, 67, (1, 5))
+    )
 
 
 # ---------------------------------------------------------------- output capture

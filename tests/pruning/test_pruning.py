@@ -30,7 +30,7 @@ def silence(model, axis):
     n_rep, hd = cfg.num_attention_heads // cfg.num_key_value_heads, cfg.head_dim
     if axis == "heads":  # KV group 1 of every layer: its values are zero, so its heads output zero
         for b in layers:
-            b.self_attn.v_proj.weight[hd:2 * hd] = 0
+            b.self_attn.v_proj.weight[hd : 2 * hd] = 0
         return dict(num_heads=cfg.num_attention_heads - n_rep)
     if axis == "mlp":  # channels 5, 17, 40: up (and gate) rows zero, so act(gate) * up == 0
         for b in layers:
@@ -133,18 +133,21 @@ def test_a_parameter_target_is_met_within_one_unit(target):
     assert report.after["params"] == got
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(target="0"), "leaves no parameters"),
-    (dict(target="100%"), "not below the model"),
-    (dict(target="1.5"), "not below the model"),
-    (dict(target="much"), "not a number"),
-    (dict(target="10"), "below the smallest model"),
-    (dict(num_layers=0), "leaves no layer"),
-    (dict(num_heads=0), "leaves no head"),
-    (dict(num_heads=3), "multiple of 2"),
-    (dict(hidden_size=64), "pruning only removes"),
-    (dict(), "Nothing to prune"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(target="0"), "leaves no parameters"),
+        (dict(target="100%"), "not below the model"),
+        (dict(target="1.5"), "not below the model"),
+        (dict(target="much"), "not a number"),
+        (dict(target="10"), "below the smallest model"),
+        (dict(num_layers=0), "leaves no layer"),
+        (dict(num_heads=0), "leaves no head"),
+        (dict(num_heads=3), "multiple of 2"),
+        (dict(hidden_size=64), "pruning only removes"),
+        (dict(), "Nothing to prune"),
+    ],
+)
 def test_impossible_targets_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         prune_model(model_with(), CALIB, **kwargs)
@@ -197,9 +200,24 @@ def test_prune_script_writes_a_smaller_model_that_loads_anywhere(workdir, tmp_pa
     trained = tmp_path / "trained"
     run(cli_args(workdir, trained, max_steps=4, config_overrides="position_embedding=alibi"))
     out = tmp_path / "pruned"
-    argv = ["--model_name_or_path", str(trained), "--target_params", "50%", "--num_heads", "2",
-            "--dataset_path", str(workdir / "data"), "--block_size", "16", "--calibration_samples", "16",
-            "--output_dir", str(out), "--max_eval_batches", "2"]
+    argv = [
+        "--model_name_or_path",
+        str(trained),
+        "--target_params",
+        "50%",
+        "--num_heads",
+        "2",
+        "--dataset_path",
+        str(workdir / "data"),
+        "--block_size",
+        "16",
+        "--calibration_samples",
+        "16",
+        "--output_dir",
+        str(out),
+        "--max_eval_batches",
+        "2",
+    ]
     result = prune_script(argv)
     printed = capsys.readouterr().out
     assert "validation loss" in printed and "generate tokens/s" in printed and "parameters" in printed

@@ -11,7 +11,11 @@ from safetensors.torch import load_file
 from conftest import cli_args, killed_at_checkpoint, metrics, run_script, small_config
 from tiny_decoder import TinyDecoderForCausalLM
 from tiny_decoder.training.objectives.distillation import (
-    DIVERGENCES, DistillationObjective, check_same_vocabulary, distillation_divergence, divergence_per_token,
+    DIVERGENCES,
+    DistillationObjective,
+    check_same_vocabulary,
+    distillation_divergence,
+    divergence_per_token,
 )
 
 
@@ -159,9 +163,8 @@ def test_distill_script_logs_ce_and_kl_and_resumes_exactly(workdir, teacher_dir,
 
 
 def test_distill_script_refuses_a_teacher_with_another_tokenizer_before_training(workdir, teacher_dir, tmp_path):
-    from tiny_decoder.data.tokenizer import train_bpe_tokenizer
-
     from conftest import generated_documents
+    from tiny_decoder.data.tokenizer import train_bpe_tokenizer
 
     other = train_bpe_tokenizer([generated_documents(200, seed=9)], vocab_size=280, model_max_length=32)
     other.save_pretrained(tmp_path / "other_tok")
@@ -172,17 +175,28 @@ def test_distill_script_refuses_a_teacher_with_another_tokenizer_before_training
 
 
 def test_distillation_trainer_trains_with_transformers_trainer(tmp_path):
-    from conftest import toy_dataset
     from transformers import TrainingArguments
 
+    from conftest import toy_dataset
     from tiny_decoder.training.objectives.distillation import DistillationTrainer
 
     student, teacher = pair()
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=30, per_device_train_batch_size=8, learning_rate=5e-3,
-                             gradient_accumulation_steps=2, logging_steps=5, report_to=[], use_cpu=True, seed=0,
-                             save_strategy="no", disable_tqdm=True)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, alpha=1.0, temperature=1.0, args=args,
-                                  train_dataset=toy_dataset())
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=30,
+        per_device_train_batch_size=8,
+        learning_rate=5e-3,
+        gradient_accumulation_steps=2,
+        logging_steps=5,
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, alpha=1.0, temperature=1.0, args=args, train_dataset=toy_dataset()
+    )
     b = {k: torch.tensor(v) for k, v in toy_dataset()[:8].items()}
     first, _ = trainer.objective(student, b)
     trainer.train()
@@ -197,9 +211,19 @@ def test_any_transformers_causal_lm_with_the_same_vocabulary_can_teach():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    teacher = LlamaForCausalLM(LlamaConfig(vocab_size=67, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                           num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=2,
-                                           pad_token_id=0)).eval()
+    teacher = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=67,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+    ).eval()
     student, _ = pair()
     objective = DistillationObjective(teacher, "llama", alpha=1.0)
     b = batch()

@@ -109,7 +109,10 @@ def test_checkpoint_files_from_before_this_version_still_load(workdir, tmp_path)
     old["_orig_mod.lm_head.weight"] = state["model.embed_tokens.weight"].clone()
     save_file(old, str(ckpt / "model.safetensors"))
     manifest = json.loads((ckpt / MANIFEST).read_text())
-    manifest["model.safetensors"] = {"size": (ckpt / "model.safetensors").stat().st_size, "sha256": _sha256(ckpt / "model.safetensors")}
+    manifest["model.safetensors"] = {
+        "size": (ckpt / "model.safetensors").stat().st_size,
+        "sha256": _sha256(ckpt / "model.safetensors"),
+    }
     (ckpt / MANIFEST).write_text(json.dumps(manifest))
     result = run(cli_args(workdir, out, max_steps=3, save_steps=3, resume_from_checkpoint="latest"))
     assert result["step"] == 3
@@ -125,13 +128,16 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(workdir, tmp_path, 
     assert ((out / "model.safetensors").read_bytes(), (out / "README.md").read_text()) == before
 
 
-@pytest.mark.parametrize("flags,message", [
-    (dict(max_steps=-1, num_train_epochs=0), "num_train_epochs=0.0 trains nothing"),
-    (dict(max_steps=0), "max_steps=0"),
-    (dict(warmup_steps=-5), "warmup_steps=-5 must be >= 0"),
-    (dict(learning_rate=0), "learning_rate=0.0 must be > 0"),
-    (dict(save_total_limit=0), "save_total_limit=0 must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (dict(max_steps=-1, num_train_epochs=0), "num_train_epochs=0.0 trains nothing"),
+        (dict(max_steps=0), "max_steps=0"),
+        (dict(warmup_steps=-5), "warmup_steps=-5 must be >= 0"),
+        (dict(learning_rate=0), "learning_rate=0.0 must be > 0"),
+        (dict(save_total_limit=0), "save_total_limit=0 must be >= 1"),
+    ],
+)
 def test_arguments_that_train_nothing_or_make_no_sense_are_refused(workdir, tmp_path, flags, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         run(cli_args(workdir, tmp_path / "run", **flags))
@@ -183,8 +189,15 @@ def test_model_card_snippet_runs_where_it_stands_without_the_package(workdir, tm
     assert "../shared" not in card and str(workdir) not in card.split("```")[0]
     assert "relative to where training ran" in card and 'name: "run"' in card
     blocked = "import sys; sys.modules['tiny_decoder'] = None\n"
-    proc = subprocess.run([sys.executable, "-c", blocked + code], cwd=ROOT, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", blocked + code],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip()
 
@@ -205,8 +218,9 @@ def test_card_names_tinystories_for_a_local_copy(workdir, tmp_path):
 
 
 def test_tokenizer_of_a_saved_folder_loads_without_a_prompt_after_import(workdir, tmp_path, monkeypatch):
-    import tiny_decoder  # noqa: F401
     from transformers import AutoTokenizer
+
+    import tiny_decoder  # noqa: F401
 
     out = tmp_path / "run"
     run(cli_args(workdir, out, max_steps=1, save_steps=1))
@@ -222,8 +236,14 @@ def test_tokenizer_of_a_saved_folder_loads_without_a_prompt_after_import(workdir
 def test_ctrl_c_saves_a_checkpoint_and_prints_one_line_with_the_resume_command(workdir, tmp_path):
     out = tmp_path / "run"
     argv = cli_args(workdir, out, max_steps=100000, save_steps=100000, logging_steps=1, eval_steps=100000)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *argv], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     log = out / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 3):
@@ -241,11 +261,14 @@ def test_ctrl_c_saves_a_checkpoint_and_prints_one_line_with_the_resume_command(w
     assert result["step"] == step + 2
 
 
-@pytest.mark.parametrize("flag,value,message", [
-    ("model_name_or_path", "/no/such/model", "'/no/such/model' does not exist"),
-    ("config_name", "./missing-config", "'./missing-config' does not exist"),
-    ("model_name_or_path", "tests", "'tests' is a folder without config.json"),
-])
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("model_name_or_path", "/no/such/model", "'/no/such/model' does not exist"),
+        ("config_name", "./missing-config", "'./missing-config' does not exist"),
+        ("model_name_or_path", "tests", "'tests' is a folder without config.json"),
+    ],
+)
 def test_a_model_source_that_cannot_load_is_refused_before_any_work(workdir, tmp_path, flag, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         run(cli_args(workdir, tmp_path / "run", **{flag: value}))
@@ -274,8 +297,16 @@ def test_a_time_budget_shortens_the_schedule_so_it_still_ends(workdir, tmp_path,
     """A slow machine gets a finished (annealed) schedule with fewer steps, and a resume keeps the plan."""
     virtual_clock(monkeypatch)  # 0.05 s per step
     out = tmp_path / "run"
-    common = dict(max_steps=100000, max_train_minutes=0.5, eval_steps=100000, save_steps=100, logging_steps=1,
-                  save_total_limit=100, min_lr_ratio=0.1, warmup_steps=5)
+    common = dict(
+        max_steps=100000,
+        max_train_minutes=0.5,
+        eval_steps=100000,
+        save_steps=100,
+        logging_steps=1,
+        save_total_limit=100,
+        min_lr_ratio=0.1,
+        warmup_steps=5,
+    )
     result = run(cli_args(workdir, out, **common))
     # timed over steps 20..200 at 0.05 s each; 30 s * 0.97 - 10 s used - one evaluation (2 x 8 blocks of 16
     # tokens at a third of a step's cost per token: 0.067 s) leaves 380 steps

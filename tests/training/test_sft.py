@@ -9,9 +9,13 @@ from conftest import cli_args, generated_documents, metrics, run, run_script
 from tiny_decoder.data.chat import CHAT_TEMPLATE, add_chat_template, encode_conversation, load_conversations, to_messages
 from tiny_decoder.data.instructions import build_instruction_set, content_words, story_to_conversation, words_present
 
-CONV = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Lily saw"},
-        {"role": "assistant", "content": "a red ball."}, {"role": "user", "content": "More"},
-        {"role": "assistant", "content": "Tom found the cat."}]
+CONV = [
+    {"role": "system", "content": "Be kind."},
+    {"role": "user", "content": "Lily saw"},
+    {"role": "assistant", "content": "a red ball."},
+    {"role": "user", "content": "More"},
+    {"role": "assistant", "content": "Tom found the cat."},
+]
 
 
 @pytest.fixture
@@ -59,13 +63,19 @@ def test_a_conversation_longer_than_the_context_is_cut_or_dropped(chat_tok):
     assert not encode_conversation(chat_tok, CONV[:3], n)["truncated"]
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"text": "hi"}', "line 2: no 'messages' field"),
-    ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]}', "line 2: message 1 .* no content"),
-    ('{"messages": [{"role": "narrator", "content": "hi"}]}', "line 2: message 0 has role 'narrator'"),
-    ('{"messages": [{"role": "user", "content": "hi"}]}', "line 2: no assistant turn"),
-    ('{"messages": [', "line 2: not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"text": "hi"}', "line 2: no 'messages' field"),
+        (
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]}',
+            "line 2: message 1 .* no content",
+        ),
+        ('{"messages": [{"role": "narrator", "content": "hi"}]}', "line 2: message 0 has role 'narrator'"),
+        ('{"messages": [{"role": "user", "content": "hi"}]}', "line 2: no assistant turn"),
+        ('{"messages": [', "line 2: not valid JSON"),
+    ],
+)
 def test_bad_lines_are_refused_with_their_number(tmp_path, line, message):
     f = tmp_path / "chat.jsonl"
     f.write_text('{"prompt": "Say hi", "completion": "Hi."}\n' + line + "\n")
@@ -75,7 +85,9 @@ def test_bad_lines_are_refused_with_their_number(tmp_path, line, message):
 
 def test_prompt_completion_pairs_become_messages():
     assert to_messages({"prompt": "Say hi", "completion": "Hi."}, "x") == [
-        {"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hi."}]
+        {"role": "user", "content": "Say hi"},
+        {"role": "assistant", "content": "Hi."},
+    ]
 
 
 def test_instruction_builder_is_deterministic_and_splits_by_story():
@@ -137,9 +149,21 @@ def test_sft_script_trains_and_the_model_chats_after_from_pretrained(workdir, ba
 
     base, data = base_and_data
     out = tmp_path / "sft"
-    argv = cli_args(workdir, out, preset=None, tokenizer_name=None, model_name_or_path=str(base), dataset_path=str(data),
-                    block_size=48, max_steps=30, learning_rate=3e-3, eval_steps=10, logging_steps=5, save_steps=30,
-                    sample_prompt="Write a story that uses the words: cat, cake, tree.")
+    argv = cli_args(
+        workdir,
+        out,
+        preset=None,
+        tokenizer_name=None,
+        model_name_or_path=str(base),
+        dataset_path=str(data),
+        block_size=48,
+        max_steps=30,
+        learning_rate=3e-3,
+        eval_steps=10,
+        logging_steps=5,
+        save_steps=30,
+        sample_prompt="Write a story that uses the words: cat, cake, tree.",
+    )
     run_script("sft", argv)
     evals = [m["eval_loss"] for m in metrics(out) if "eval_loss" in m]
     assert evals[-1] < evals[0], evals  # the assistant-token loss falls
@@ -147,13 +171,16 @@ def test_sft_script_trains_and_the_model_chats_after_from_pretrained(workdir, ba
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     assert tok.chat_template == CHAT_TEMPLATE and model.config.vocab_size == len(tok) == 303
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # still tied
-    ids = tok.apply_chat_template([{"role": "user", "content": "Write a story that uses the words: cat, cake, tree."}],
-                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "Write a story that uses the words: cat, cake, tree."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     torch.manual_seed(0)
-    gen = model.generate(**ids, max_new_tokens=20, do_sample=False, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
+    gen = model.generate(**ids, max_new_tokens=20, do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     assert gen.shape[1] > ids["input_ids"].shape[1]
-    answer = tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tok.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert answer.strip() and "<|" not in answer
     card = (out / "README.md").read_text()
     assert "## Supervised fine-tuning" in card and '"sft"' in card

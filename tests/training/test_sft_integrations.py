@@ -20,9 +20,16 @@ def model_and_tok(tiny_tokenizer):
     tok = copy.deepcopy(tiny_tokenizer)
     add_chat_template(tok)
     torch.manual_seed(0)
-    model = TinyDecoderForCausalLM(small_config(vocab_size=len(tok), hidden_size=64, max_position_embeddings=96,
-                                                pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                                                eos_token_id=tok.eos_token_id))
+    model = TinyDecoderForCausalLM(
+        small_config(
+            vocab_size=len(tok),
+            hidden_size=64,
+            max_position_embeddings=96,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    )
     return model, tok
 
 
@@ -39,9 +46,20 @@ def test_trl_sft_trainer_fine_tunes_our_model_on_assistant_tokens(model_and_tok,
     from trl import SFTConfig, SFTTrainer
 
     model, tok = model_and_tok
-    args = SFTConfig(output_dir=str(tmp_path), max_steps=25, per_device_train_batch_size=8, learning_rate=5e-3,
-                     logging_steps=5, report_to=[], use_cpu=True, save_strategy="no", max_length=96,
-                     assistant_only_loss=True, disable_tqdm=True, seed=0)
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        max_steps=25,
+        per_device_train_batch_size=8,
+        learning_rate=5e-3,
+        logging_steps=5,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        max_length=96,
+        assistant_only_loss=True,
+        disable_tqdm=True,
+        seed=0,
+    )
     trainer = SFTTrainer(model=model, args=args, train_dataset=chat_dataset(), processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))
     labeled = batch["labels"][batch["labels"] != -100]
@@ -59,9 +77,15 @@ def test_peft_lora_adapter_trains_saves_loads_and_merges(model_and_tok, tmp_path
 
     model, tok = model_and_tok
     base_state = {k: v.clone() for k, v in model.state_dict().items()}  # get_peft_model wraps the model in place
-    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                               "gate_proj", "up_proj", "down_proj"],
-                                            task_type="CAUSAL_LM"))
+    lora = get_peft_model(
+        model,
+        LoraConfig(
+            r=4,
+            lora_alpha=8,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            task_type="CAUSAL_LM",
+        ),
+    )
     trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     assert 0 < trainable < 0.2 * sum(p.numel() for p in lora.parameters())
     ids = torch.randint(3, 200, (4, 24), generator=torch.Generator().manual_seed(1))

@@ -57,9 +57,15 @@ def test_one_step_equals_a_hand_written_step(workdir, tmp_path):
 
 
 def test_resume_after_a_crash_ends_with_identical_weights(workdir, tmp_path, monkeypatch):
-    common = dict(max_steps=10, save_steps=2, gradient_accumulation_steps=2, per_device_train_batch_size=8,
-                  config_overrides="residual_dropout=0.1,attention_dropout=0.1", save_total_limit=None,
-                  max_train_samples=20)
+    common = dict(
+        max_steps=10,
+        save_steps=2,
+        gradient_accumulation_steps=2,
+        per_device_train_batch_size=8,
+        config_overrides="residual_dropout=0.1,attention_dropout=0.1",
+        save_total_limit=None,
+        max_train_samples=20,
+    )
     run(cli_args(workdir, tmp_path / "straight", **common))
 
     with killed_at_checkpoint(monkeypatch, 6):
@@ -114,7 +120,7 @@ def test_output_loads_with_auto_classes_and_generates(workdir, tmp_path):
     gen = model.generate(**ids, max_new_tokens=5, do_sample=False, eos_token_id=None)
     assert gen.shape[1] == ids["input_ids"].shape[1] + 5
     card = (out / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: \"transformers\"") and "pipeline_tag" in card
+    assert card.startswith('---\nlibrary_name: "transformers"') and "pipeline_tag" in card
     assert f"{result['eval_loss']:.4f}" in card
     evals = [m for m in metrics(out) if "eval_loss" in m]
     assert [m["step"] for m in evals] == [3, 6] and math.isclose(evals[-1]["eval_loss"], result["eval_loss"])
@@ -146,8 +152,16 @@ def test_presets_have_the_documented_sizes():
 def test_two_processes_match_one_with_double_accumulation(workdir, tmp_path):
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     two = cli_args(workdir, tmp_path / "two", gradient_accumulation_steps=1, save_steps=100)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "scripts" / "train.py"), *two]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "scripts" / "train.py"),
+        *two,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout + proc.stderr

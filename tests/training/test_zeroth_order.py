@@ -56,8 +56,10 @@ def test_the_step_is_regenerated_from_seeds_and_stores_no_direction():
             g += c * torch.randn(w.shape, generator=gen, dtype=torch.float32).double()
         torch.testing.assert_close(p.detach(), w - 0.1 * g / 3, rtol=0, atol=1e-12)
     # each coefficient is the central difference it claims to be
-    z = [torch.randn(w.shape, generator=torch.Generator().manual_seed(mix_seed(11, 0, 0, t)), dtype=torch.float32).double()
-         for t, w in enumerate(w0)]
+    z = [
+        torch.randn(w.shape, generator=torch.Generator().manual_seed(mix_seed(11, 0, 0, t)), dtype=torch.float32).double()
+        for t, w in enumerate(w0)
+    ]
     plus, minus = copy.deepcopy(model), copy.deepcopy(model)
     with torch.no_grad():
         for a, b, w, zt in zip(plus.parameters(), minus.parameters(), w0, z):
@@ -104,8 +106,9 @@ def test_the_mean_estimate_aligns_with_autograd(difference):
     assert cos(few, exact) < cos(many, exact)
     # adaptive eps probes along s*z, so the estimate's expectation is s^2 * grad
     params = norm_params(model)
-    s2 = torch.cat([torch.full((p.numel(),), max(p.detach().pow(2).mean().sqrt().item(), 1e-3) ** 2, dtype=p.dtype)
-                    for p in params])
+    s2 = torch.cat(
+        [torch.full((p.numel(),), max(p.detach().pow(2).mean().sqrt().item(), 1e-3) ** 2, dtype=p.dtype) for p in params]
+    )
     adaptive = estimate(model, batch, 500, eps=1e-5, difference=difference, batched=True, adaptive_eps=True)
     assert cos(adaptive, s2 * exact) > 0.9
 

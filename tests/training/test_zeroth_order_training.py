@@ -19,8 +19,19 @@ ZO = dict(optim="zeroth_order", learning_rate=2e-3, warmup_steps=0, weight_decay
 
 def test_train_script_trains_with_forward_passes_only(workdir, tmp_path):
     out = tmp_path / "zo"
-    run(cli_args(workdir, out, max_steps=40, zo_num_directions=4, zo_batched="true", eval_steps=40, save_steps=40,
-                 max_eval_batches=None, **ZO))
+    run(
+        cli_args(
+            workdir,
+            out,
+            max_steps=40,
+            zo_num_directions=4,
+            zo_batched="true",
+            eval_steps=40,
+            save_steps=40,
+            max_eval_batches=None,
+            **ZO,
+        )
+    )
     rows = [r for r in metrics(out) if "loss" in r]
     assert [r["forward_passes"] for r in rows][:2] == [8, 16]  # 4 directions x (+, -) per step
     assert all({"zo_grad_norm", "zo_proj_std", "zo_loss_diff", "zo_eps", "zo_step_factor"} <= r.keys() for r in rows)
@@ -39,8 +50,17 @@ def test_train_script_trains_with_forward_passes_only(workdir, tmp_path):
 
 
 def test_zeroth_order_resume_is_exact(workdir, tmp_path, monkeypatch):
-    common = dict(max_steps=8, save_steps=2, gradient_accumulation_steps=2, save_total_limit=None, zo_momentum=0.5,
-                  zo_tensor_fraction=0.5, zo_num_directions=2, max_train_samples=20, **ZO)
+    common = dict(
+        max_steps=8,
+        save_steps=2,
+        gradient_accumulation_steps=2,
+        save_total_limit=None,
+        zo_momentum=0.5,
+        zo_tensor_fraction=0.5,
+        zo_num_directions=2,
+        max_train_samples=20,
+        **ZO,
+    )
     run(cli_args(workdir, tmp_path / "straight", **common))
     with killed_at_checkpoint(monkeypatch, 6):
         run(cli_args(workdir, tmp_path / "crashed", **common))
@@ -54,8 +74,19 @@ def test_zeroth_order_resume_is_exact(workdir, tmp_path, monkeypatch):
 
 def test_hybrid_runs_zeroth_order_then_backprop(workdir, tmp_path):
     out = tmp_path / "hybrid"
-    run(cli_args(workdir, out, max_steps=6, zo_hybrid="zo_then_backprop", zo_switch_step=3, backprop_learning_rate=1e-2,
-                 lr_scheduler_type="constant", save_steps=6, **ZO))
+    run(
+        cli_args(
+            workdir,
+            out,
+            max_steps=6,
+            zo_hybrid="zo_then_backprop",
+            zo_switch_step=3,
+            backprop_learning_rate=1e-2,
+            lr_scheduler_type="constant",
+            save_steps=6,
+            **ZO,
+        )
+    )
     rows = [r for r in metrics(out) if "loss" in r]
     assert [("zo_grad_norm" in r) for r in rows] == [True] * 3 + [False] * 3
     assert [r["lr"] for r in rows] == [2e-3] * 3 + [1e-2] * 3
@@ -63,16 +94,19 @@ def test_hybrid_runs_zeroth_order_then_backprop(workdir, tmp_path):
     assert "Hybrid schedule: zeroth-order for the first 3 steps, then AdamW backprop" in (out / "README.md").read_text()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (dict(optim="sgd"), "optim='sgd' is not supported"),
-    (dict(optim="zeroth_order", torch_compile="true"), "--torch_compile does not combine"),
-    (dict(optim="zeroth_order", mixed_precision="fp16"), "fp16 does not combine"),
-    (dict(optim="zeroth_order", zo_eps=0), "zo_eps=0.0 must be > 0"),
-    (dict(optim="zeroth_order", zo_tensor_fraction=0), "zo_tensor_fraction=0.0 must be in"),
-    (dict(optim="zeroth_order", zo_momentum=1), "zo_momentum=1.0 must be in"),
-    (dict(optim="zeroth_order", zo_hybrid="zo_then_backprop"), "needs --zo_switch_step"),
-    (dict(zo_hybrid="zo_then_backprop", zo_switch_step=2), "needs --optim zeroth_order"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (dict(optim="sgd"), "optim='sgd' is not supported"),
+        (dict(optim="zeroth_order", torch_compile="true"), "--torch_compile does not combine"),
+        (dict(optim="zeroth_order", mixed_precision="fp16"), "fp16 does not combine"),
+        (dict(optim="zeroth_order", zo_eps=0), "zo_eps=0.0 must be > 0"),
+        (dict(optim="zeroth_order", zo_tensor_fraction=0), "zo_tensor_fraction=0.0 must be in"),
+        (dict(optim="zeroth_order", zo_momentum=1), "zo_momentum=1.0 must be in"),
+        (dict(optim="zeroth_order", zo_hybrid="zo_then_backprop"), "needs --zo_switch_step"),
+        (dict(zo_hybrid="zo_then_backprop", zo_switch_step=2), "needs --optim zeroth_order"),
+    ],
+)
 def test_bad_zeroth_order_arguments_are_refused(workdir, tmp_path, flags, message):
     with pytest.raises(ValueError, match=message):
         run(cli_args(workdir, tmp_path / "bad", **flags))
@@ -85,8 +119,16 @@ def test_two_processes_match_one_with_double_accumulation(workdir, tmp_path):
     equal one with two micro-batches, with no gradient all-reduce."""
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     common = dict(save_steps=100, zo_num_directions=2, **ZO)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "scripts" / "train.py"), *cli_args(workdir, tmp_path / "two", gradient_accumulation_steps=1, **common)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "scripts" / "train.py"),
+        *cli_args(workdir, tmp_path / "two", gradient_accumulation_steps=1, **common),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run(cli_args(workdir, tmp_path / "one", gradient_accumulation_steps=2, **common))

@@ -47,19 +47,23 @@ def to_messages(record: dict, where: str) -> list[dict]:
     if "messages" in record:
         messages = record["messages"]
     elif "prompt" in record and "completion" in record:
+
         def turns(value, role):
             return value if isinstance(value, list) else [{"role": role, "content": value}]
 
         messages = turns(record["prompt"], "user") + turns(record["completion"], "assistant")
     else:
-        raise ValueError(f"{where}: no 'messages' field and no 'prompt' + 'completion' pair (found keys "
-                         f"{sorted(record)}); see the chat format in README.")
+        raise ValueError(
+            f"{where}: no 'messages' field and no 'prompt' + 'completion' pair (found keys "
+            f"{sorted(record)}); see the chat format in README."
+        )
     if not isinstance(messages, list) or not messages:
         raise ValueError(f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}} objects.")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise ValueError(f"{where}: message {i} has role {m.get('role') if isinstance(m, dict) else m!r}; "
-                             f"roles are {list(ROLES)}.")
+            raise ValueError(
+                f"{where}: message {i} has role {m.get('role') if isinstance(m, dict) else m!r}; roles are {list(ROLES)}."
+            )
         if not isinstance(m.get("content"), str) or (m["role"] == "assistant" and not m["content"].strip()):
             raise ValueError(f"{where}: message {i} ({m['role']}) has no content; every assistant turn needs text.")
     if not any(m["role"] == "assistant" for m in messages):
@@ -71,7 +75,7 @@ def load_conversations(path: str) -> list[list[dict]]:
     """A chat JSONL file -> conversations (lists of messages)."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{path} does not exist; give a JSONL file of {{\"messages\": [...]}} lines.")
+        raise FileNotFoundError(f'{path} does not exist; give a JSONL file of {{"messages": [...]}} lines.')
     out = []
     with open(p, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -95,7 +99,9 @@ def encode_conversation(tokenizer, messages: list[dict], max_length: int) -> dic
     if not any(mask):
         return None
     pad = max_length - len(ids)
-    return {"input_ids": ids + [tokenizer.pad_token_id] * pad,
-            "labels": [t if m else -100 for t, m in zip(ids, mask)] + [-100] * pad,
-            "attention_mask": [1] * len(ids) + [0] * pad,
-            "truncated": len(enc["input_ids"]) > max_length}
+    return {
+        "input_ids": ids + [tokenizer.pad_token_id] * pad,
+        "labels": [t if m else -100 for t, m in zip(ids, mask)] + [-100] * pad,
+        "attention_mask": [1] * len(ids) + [0] * pad,
+        "truncated": len(enc["input_ids"]) > max_length,
+    }

@@ -39,8 +39,10 @@ class DataArguments:
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
     dataset_path: str | None = field(
         default=None,
-        metadata={"help": f"Local file or folder (.txt/.jsonl/.parquet; train*/validation* names split it). Default: "
-                          f"${DATA_ENV}. An empty string ('') means no local copy: use --dataset_name from the Hub."},
+        metadata={
+            "help": f"Local file or folder (.txt/.jsonl/.parquet; train*/validation* names split it). Default: "
+            f"${DATA_ENV}. An empty string ('') means no local copy: use --dataset_name from the Hub."
+        },
     )
     text_column: str = field(default="text", metadata={"help": "Column that holds the documents."})
     streaming: bool = field(default=False, metadata={"help": "Stream (IterableDataset) instead of downloading/caching."})
@@ -115,7 +117,9 @@ def find_local_files(path: str) -> tuple[str, dict[str, list[str]]]:
         raise DataError(f"No .txt, .jsonl, .json or .parquet files in {str(p)!r}.")
     kinds = {TEXT_SUFFIXES.get(f.suffix) for f in files}
     if None in kinds or len(kinds) > 1:
-        raise DataError(f"{str(p)!r} mixes or holds unsupported file types {sorted(f.suffix for f in files)}; use one of {sorted(TEXT_SUFFIXES)}.")
+        raise DataError(
+            f"{str(p)!r} mixes or holds unsupported file types {sorted(f.suffix for f in files)}; use one of {sorted(TEXT_SUFFIXES)}."
+        )
     splits: dict[str, list[str]] = {}
     for f in files:
         split = "validation" if f.stem.lower().startswith(VALIDATION_NAMES) else "train"
@@ -165,11 +169,15 @@ def check_json_file(path: str, errors: str = "strict") -> None:
         try:
             record = json.loads(line)
         except ValueError as err:
-            raise DataError(f"{path}, line {lineno}: not valid JSON ({err.msg} at column {err.colno}); "
-                            f"fix or delete that line (JSON Lines: one object per line).") from None
+            raise DataError(
+                f"{path}, line {lineno}: not valid JSON ({err.msg} at column {err.colno}); "
+                f"fix or delete that line (JSON Lines: one object per line)."
+            ) from None
         if not isinstance(record, dict):
-            raise DataError(f"{path}, line {lineno}: a {type(record).__name__}, not a JSON object like "
-                            f'{{"text": "..."}}; fix or delete that line.')
+            raise DataError(
+                f"{path}, line {lineno}: a {type(record).__name__}, not a JSON object like "
+                f'{{"text": "..."}}; fix or delete that line.'
+            )
 
 
 def _read_text(path: str, errors: str) -> str:
@@ -202,7 +210,11 @@ def load_local(path: str, args: DataArguments):
     result = {}
     for split, files in splits.items():
         # Checked up front: inside a datasets generator the error would come back wrapped and unclear.
-        bad = None if fmt == "parquet" or args.streaming else next(((f, o) for f in files if (o := check_utf8(f)) is not None), None)
+        bad = (
+            None
+            if fmt == "parquet" or args.streaming
+            else next(((f, o) for f in files if (o := check_utf8(f)) is not None), None)
+        )
         if bad and args.encoding_errors == "strict":
             raise DataError(f"{bad[0]}: invalid UTF-8 at byte offset {bad[1]}; fix the file or pass --encoding_errors replace.")
         if fmt == "json":
@@ -211,11 +223,14 @@ def load_local(path: str, args: DataArguments):
         elif fmt == "text" and not any(os.path.getsize(f) for f in files):
             raise DataError(f"{', '.join(files)}: empty, no documents. Fill the file(s) or point --dataset_path elsewhere.")
         if fmt == "text":
-            result[split] = from_gen(_txt_documents, gen_kwargs=dict(files=files, separator=args.text_separator,
-                                                                     errors=args.encoding_errors, stamp=stamp(files)))
+            result[split] = from_gen(
+                _txt_documents,
+                gen_kwargs=dict(files=files, separator=args.text_separator, errors=args.encoding_errors, stamp=stamp(files)),
+            )
         elif bad:  # json with bad bytes: decode them ourselves, replaced
-            result[split] = from_gen(_jsonl_documents, gen_kwargs=dict(files=files, column=args.text_column,
-                                                                       errors="replace", stamp=stamp(files)))
+            result[split] = from_gen(
+                _jsonl_documents, gen_kwargs=dict(files=files, column=args.text_column, errors="replace", stamp=stamp(files))
+            )
         else:
             result[split] = load_dataset(fmt, data_files=files, split="train", streaming=args.streaming)
     return (IterableDatasetDict if args.streaming else DatasetDict)(result)
@@ -298,13 +313,21 @@ def tokenize_and_pack(ds, tokenizer, args: DataArguments):
     """(tokenized documents, packed blocks) for one split."""
     kwargs = {} if args.streaming else {"num_proc": args.preprocessing_num_workers, "desc": "tokenizing"}
     tokenized = ds.map(
-        tokenize_function, batched=True, batch_size=args.pack_batch_size, remove_columns=[args.text_column],
-        fn_kwargs={"tokenizer": tokenizer, "column": args.text_column}, **kwargs,
+        tokenize_function,
+        batched=True,
+        batch_size=args.pack_batch_size,
+        remove_columns=[args.text_column],
+        fn_kwargs={"tokenizer": tokenizer, "column": args.text_column},
+        **kwargs,
     )
     kwargs = {} if args.streaming else {"desc": f"packing into blocks of {args.block_size}"}
     blocks = tokenized.map(
-        group_texts, batched=True, batch_size=args.pack_batch_size, remove_columns=["input_ids", "num_tokens", "num_chars"],
-        fn_kwargs={"block_size": args.block_size}, **kwargs,
+        group_texts,
+        batched=True,
+        batch_size=args.pack_batch_size,
+        remove_columns=["input_ids", "num_tokens", "num_chars"],
+        fn_kwargs={"block_size": args.block_size},
+        **kwargs,
     )
     return tokenized, blocks
 
@@ -338,8 +361,13 @@ def build_lm_datasets(args: DataArguments, tokenizer, raw=None):
             continue
         tokenized, blocks[name] = tokenize_and_pack(ds, tokenizer, args)
         if not args.streaming:
-            reports[name] = SplitReport(len(ds), dropped.get(name) or 0, int(sum(tokenized["num_tokens"])),
-                                        len(blocks[name]), int(sum(tokenized["num_chars"])))
+            reports[name] = SplitReport(
+                len(ds),
+                dropped.get(name) or 0,
+                int(sum(tokenized["num_tokens"])),
+                len(blocks[name]),
+                int(sum(tokenized["num_chars"])),
+            )
     if not args.streaming and len(blocks["train"]) == 0:
         raise DataError(
             f"The training split has {reports['train'].tokens} tokens, fewer than one block of "
@@ -349,8 +377,13 @@ def build_lm_datasets(args: DataArguments, tokenizer, raw=None):
 
 
 def format_report(reports: dict) -> str:
-    lines = ["| split | documents | dropped empty | tokens | blocks | tokens/doc | chars/token |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| split | documents | dropped empty | tokens | blocks | tokens/doc | chars/token |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in reports.items():
-        lines.append(f"| {name} | {r.documents:,} | {r.dropped_empty:,} | {r.tokens:,} | {r.blocks:,} | "
-                     f"{r.tokens_per_document:.1f} | {r.chars_per_token:.2f} |")
+        lines.append(
+            f"| {name} | {r.documents:,} | {r.dropped_empty:,} | {r.tokens:,} | {r.blocks:,} | "
+            f"{r.tokens_per_document:.1f} | {r.chars_per_token:.2f} |"
+        )
     return "\n".join(lines)

@@ -21,7 +21,8 @@ import re
 
 from .corpus import in_validation
 
-STOPWORDS = set("""
+STOPWORDS = set(
+    """
 a an the and or but so then than that this these those there their they them he she it its his her him we you
 your our i me my mine is are was were be been being am do does did done have has had not no yes very too also
 just only all any some many much more most one two three once upon time day said says say with without from into
@@ -29,7 +30,8 @@ onto over under out up down off on in at to of for by as if when while what who 
 can could will would shall should may might must let lets get got go went going come came see saw look looked
 like liked want wanted know knew make made take took give gave put felt feel again after before because about
 back away now here every each other another something anything nothing everyone everything someone
-""".split())
+""".split()
+)
 WORD = re.compile(r"[A-Za-z]+")
 
 
@@ -61,19 +63,28 @@ def story_to_conversation(story: str, seed: int = 0, n_words: int = 3, words_wit
     sentences = re.split(r"(?<=[.!?])\s+", story, maxsplit=1)
     if len(sentences) == 2 and len(sentences[1]) > 40 and rng.random() < 1 / 3:
         first, rest = sentences
-        return {"messages": [{"role": "user", "content": f"Write a story that begins with: {first}"},
-                             {"role": "assistant", "content": rest}], "task": "beginning"}
+        return {
+            "messages": [
+                {"role": "user", "content": f"Write a story that begins with: {first}"},
+                {"role": "assistant", "content": rest},
+            ],
+            "task": "beginning",
+        }
     head = story if words_within is None else " ".join(story.split()[:words_within])
     words = content_words(head)
     if len(words) < n_words:
         return None
     chosen = sorted(rng.sample(words, n_words), key=words.index)
-    return {"messages": [{"role": "user", "content": words_instruction(chosen)},
-                         {"role": "assistant", "content": story}], "task": "words", "words": chosen}
+    return {
+        "messages": [{"role": "user", "content": words_instruction(chosen)}, {"role": "assistant", "content": story}],
+        "task": "words",
+        "words": chosen,
+    }
 
 
-def build_instruction_set(stories, seed: int = 0, validation_fraction: float = 0.1, n_words: int = 3,
-                          words_within: int | None = 30, per_story: int = 1) -> dict:
+def build_instruction_set(
+    stories, seed: int = 0, validation_fraction: float = 0.1, n_words: int = 3, words_within: int | None = 30, per_story: int = 1
+) -> dict:
     """{"train": [...], "validation": [...]} conversations, split by each story's hash.
 
     Validation keeps one conversation per story (a fixed evaluation set); train gets `per_story`.

@@ -27,7 +27,9 @@ class TokenizerArguments:
     )
 
 
-def text_batches(dataset, text_column: str = "text", batch_size: int = 1000, max_documents: int | None = None) -> Iterator[list[str]]:
+def text_batches(
+    dataset, text_column: str = "text", batch_size: int = 1000, max_documents: int | None = None
+) -> Iterator[list[str]]:
     """Yield lists of texts from a Dataset or IterableDataset without materialising it."""
     seen = 0
     for batch in dataset.iter(batch_size=batch_size):
@@ -52,7 +54,9 @@ def train_bpe_tokenizer(
     special_tokens = dict(special_tokens or SPECIAL_TOKENS)
     n_special = len(special_tokens)
     if vocab_size < 256 + n_special:
-        raise ValueError(f"vocab_size={vocab_size} is too small: a byte-level BPE needs at least {256 + n_special} (256 bytes + special tokens).")
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small: a byte-level BPE needs at least {256 + n_special} (256 bytes + special tokens)."
+        )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

@@ -35,8 +35,15 @@ def evaluate_early_exit(model, sequences: list[torch.Tensor], thresholds, prompt
                     logits = out.logits[:, -1]
                     layers.append(last if out.exit_layer is None else out.exit_layer)
                 seconds += time.perf_counter() - start
-            rows.append({"threshold": threshold, "loss": nll / count, "perplexity": math.exp(nll / count),
-                         "mean_exit_layer": sum(layers) / len(layers), "tokens_per_s": len(layers) / seconds})
+            rows.append(
+                {
+                    "threshold": threshold,
+                    "loss": nll / count,
+                    "perplexity": math.exp(nll / count),
+                    "mean_exit_layer": sum(layers) / len(layers),
+                    "tokens_per_s": len(layers) / seconds,
+                }
+            )
     finally:
         model.set_early_exit(saved)
     return rows

@@ -30,8 +30,16 @@ def _value(loss_fn, model, batch) -> float:
     return float(loss_fn(model, batch))
 
 
-def finite_difference_check(model, batch: dict, eps: float = 1e-4, coords_per_tensor: int = 8, directions: int = 0,
-                            names: list[str] | None = None, seed: int = 0, loss_fn=default_loss) -> list[dict]:
+def finite_difference_check(
+    model,
+    batch: dict,
+    eps: float = 1e-4,
+    coords_per_tensor: int = 8,
+    directions: int = 0,
+    names: list[str] | None = None,
+    seed: int = 0,
+    loss_fn=default_loss,
+) -> list[dict]:
     """Per parameter tensor: relative error and cosine of central differences (and of SPSA with `directions` > 0)
     against autograd. `names` limits the check to those tensors."""
     was_training = model.training
@@ -58,8 +66,11 @@ def finite_difference_check(model, batch: dict, eps: float = 1e-4, coords_per_te
                 minus = _value(loss_fn, model, batch)
                 flat[i] = original.view(-1)[i]
                 fd.append((plus - minus) / (2 * eps))
-            row = {"name": name, "numel": p.numel(), **_compare(torch.tensor(fd, dtype=torch.float64),
-                                                               autograd[name].view(-1)[idx], "fd")}
+            row = {
+                "name": name,
+                "numel": p.numel(),
+                **_compare(torch.tensor(fd, dtype=torch.float64), autograd[name].view(-1)[idx], "fd"),
+            }
             if directions:
                 estimate = torch.zeros(p.shape, dtype=torch.float64)
                 for _ in range(directions):

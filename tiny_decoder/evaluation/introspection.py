@@ -72,18 +72,27 @@ def format_parameter_table(table: dict) -> str:
         lines.append(f"| total counting the tied head again | {table['total_counting_tied_head_twice']:,} | |")
     for dtype, b in table["bytes_by_dtype"].items():
         lines.append(f"| bytes in {dtype} | {b:,} ({b / 2**20:.2f} MiB) | |")
-    lines.append(f"| training FLOPs per token (6N + attention, seq {table['seq_len']}) | "
-                 f"{table['train_flops_per_token']:,.0f} | |")
+    lines.append(
+        f"| training FLOPs per token (6N + attention, seq {table['seq_len']}) | {table['train_flops_per_token']:,.0f} | |"
+    )
     return "\n".join(lines)
 
 
 def _dim_names(model, batch: int, seq: int) -> dict:
     """Size -> name for the sizes a reader should recognise (sizes of 1 stay numbers: they are broadcast dims)."""
     cfg = model.config
-    named = [(batch, "batch"), (seq, "seq"), (cfg.hidden_size, "hidden"), (getattr(cfg, "vocab_size", None), "vocab"),
-             (getattr(cfg, "intermediate_size", None), "intermediate"), (getattr(cfg, "head_dim", None), "head_dim"),
-             (cfg.num_attention_heads, "heads"), (cfg.num_key_value_heads, "kv_heads"),
-             (cfg.num_attention_heads * cfg.head_dim, "heads*head_dim"), (cfg.num_key_value_heads * cfg.head_dim, "kv_heads*head_dim")]
+    named = [
+        (batch, "batch"),
+        (seq, "seq"),
+        (cfg.hidden_size, "hidden"),
+        (getattr(cfg, "vocab_size", None), "vocab"),
+        (getattr(cfg, "intermediate_size", None), "intermediate"),
+        (getattr(cfg, "head_dim", None), "head_dim"),
+        (cfg.num_attention_heads, "heads"),
+        (cfg.num_key_value_heads, "kv_heads"),
+        (cfg.num_attention_heads * cfg.head_dim, "heads*head_dim"),
+        (cfg.num_key_value_heads * cfg.head_dim, "kv_heads*head_dim"),
+    ]
     names = {}
     for value, name in named:
         if value and value > 1 and value not in names:
@@ -141,8 +150,10 @@ def attention_weights(model, input_ids: torch.Tensor) -> torch.Tensor:
     """(layers, heads, T, T) weights for one sequence, from the eager kernel."""
     impl = model.config._attn_implementation
     if impl not in ("eager", "sdpa"):
-        raise ValueError(f"attention maps need the eager kernel's weights; attn_implementation={impl!r} has none. "
-                         "Load the model with attn_implementation='eager' (or 'sdpa').")
+        raise ValueError(
+            f"attention maps need the eager kernel's weights; attn_implementation={impl!r} has none. "
+            "Load the model with attn_implementation='eager' (or 'sdpa')."
+        )
     out = model(input_ids=input_ids, output_attentions=True, use_cache=False)
     return torch.stack([a[0] for a in out.attentions]).float()
 
@@ -159,14 +170,25 @@ def head_statistics(weights: torch.Tensor, tokens: list[str]) -> list[dict]:
             masked[:, 0] = 0  # most heads park on the first token; show where else they look
             masked[0, 0] = -1
             q, k = divmod(int(masked.argmax()), t)
-            stats.append({"layer": layer, "head": head, "entropy": entropy, "max_entropy": math.log(t),
-                          "strongest": {"query": q, "key": k, "weight": w[q, k].item(),
-                                        "query_token": tokens[q], "key_token": tokens[k]}})
+            stats.append(
+                {
+                    "layer": layer,
+                    "head": head,
+                    "entropy": entropy,
+                    "max_entropy": math.log(t),
+                    "strongest": {
+                        "query": q,
+                        "key": k,
+                        "weight": w[q, k].item(),
+                        "query_token": tokens[q],
+                        "key_token": tokens[k],
+                    },
+                }
+            )
     return stats
 
 
-def attention_maps(model, tokenizer, text: str, out_dir, layers: list[int] | None = None,
-                   heads: list[int] | None = None) -> dict:
+def attention_maps(model, tokenizer, text: str, out_dir, layers: list[int] | None = None, heads: list[int] | None = None) -> dict:
     """Write attention.png (layers x heads grid), attention.html (self-contained), attention_stats.json."""
     import matplotlib
 
@@ -187,8 +209,7 @@ def attention_maps(model, tokenizer, text: str, out_dir, layers: list[int] | Non
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(len(layers), len(heads), figsize=(2.2 * len(heads) + 1, 2.2 * len(layers) + 1),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(layers), len(heads), figsize=(2.2 * len(heads) + 1, 2.2 * len(layers) + 1), squeeze=False)
     labels = [t.replace("\n", "\\n") for t in tokens]
     for i, layer in enumerate(layers):
         for j, head in enumerate(heads):
@@ -214,8 +235,15 @@ def attention_maps(model, tokenizer, text: str, out_dir, layers: list[int] | Non
 
 
 def _html_page(tokens, weights, layers, heads, stats) -> str:
-    data = json.dumps({"tokens": tokens, "layers": layers, "heads": heads, "stats": stats,
-                       "weights": [[[[round(v, 4) for v in row] for row in h] for h in layer] for layer in weights.tolist()]})
+    data = json.dumps(
+        {
+            "tokens": tokens,
+            "layers": layers,
+            "heads": heads,
+            "stats": stats,
+            "weights": [[[[round(v, 4) for v in row] for row in h] for h in layer] for layer in weights.tolist()],
+        }
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>attention maps</title>
 <style>

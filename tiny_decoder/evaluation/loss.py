@@ -42,8 +42,10 @@ def mean_loss(model, batches, accelerator=None, max_batches: int | None = None, 
 
 def blocks_loss(model, blocks, batch_size: int = 64, max_batches: int | None = None) -> float:
     """`mean_loss` over a dataset of packed blocks (`input_ids` of equal length), as the trainer evaluates."""
-    batches = ({"input_ids": ids, "labels": ids} for ids in
-               (torch.tensor(blocks[s:s + batch_size]["input_ids"]) for s in range(0, len(blocks), batch_size)))
+    batches = (
+        {"input_ids": ids, "labels": ids}
+        for ids in (torch.tensor(blocks[s : s + batch_size]["input_ids"]) for s in range(0, len(blocks), batch_size))
+    )
     loss = mean_loss(model, batches, max_batches=max_batches)
     if loss != loss:  # nan: no block at all
         raise ValueError("No validation blocks to measure the loss on; give more validation data or a smaller block_size.")

@@ -76,13 +76,15 @@ def measure(mode: str, shape: StepShape) -> dict:
             with torch.no_grad():
                 loss_fn(model)
     else:
-        opt = ZerothOrderOptimizer(model.parameters(), lr=1e-6, num_directions=shape.directions,
-                                   batched=mode == "zeroth_order_batched")
+        opt = ZerothOrderOptimizer(
+            model.parameters(), lr=1e-6, num_directions=shape.directions, batched=mode == "zeroth_order_batched"
+        )
         model.eval()
 
         def step():
             opt.probe(model, loss_fn)
             opt.step()
+
     ms, peak = timed_peak(step, device, shape.repeats)
     forwards = {"inference": 1, "adamw": 1}.get(mode, 2 * shape.directions)
     return {"mode": mode, "ms": ms, "peak_mib": peak / 2**20, "forwards": forwards}

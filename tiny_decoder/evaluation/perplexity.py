@@ -57,7 +57,7 @@ def windows(ids: list[int], max_length: int, stride: int | None) -> list[tuple[l
         end = min(begin + max_length, len(ids))
         window = ids[begin:end]
         new = end - max(scored_until, begin + 1)  # tokens this window scores (a window's first token has no context)
-        out.append((window, [-100] * (len(window) - new) + window[len(window) - new:]))
+        out.append((window, [-100] * (len(window) - new) + window[len(window) - new :]))
         scored_until = end
         if end == len(ids):
             break
@@ -65,8 +65,16 @@ def windows(ids: list[int], max_length: int, stride: int | None) -> list[tuple[l
 
 
 @torch.no_grad()
-def perplexity(model, tokenizer, texts: list[str], batch_size: int = 8, max_length: int | None = None,
-               stride: int | None = None, add_special_tokens: bool = True, progress: bool = False) -> PerplexityResult:
+def perplexity(
+    model,
+    tokenizer,
+    texts: list[str],
+    batch_size: int = 8,
+    max_length: int | None = None,
+    stride: int | None = None,
+    add_special_tokens: bool = True,
+    progress: bool = False,
+) -> PerplexityResult:
     """Token-weighted perplexity over `texts`, plus each text's own perplexity."""
     from tqdm.auto import tqdm
 
@@ -86,7 +94,7 @@ def perplexity(model, tokenizer, texts: list[str], batch_size: int = 8, max_leng
     device = next(model.parameters()).device
     start = time.perf_counter()
     for b in tqdm(range(0, len(jobs), batch_size), desc="perplexity", disable=not progress):
-        batch = jobs[b:b + batch_size]
+        batch = jobs[b : b + batch_size]
         width = max(len(w) for _, w, _ in batch)
         ids = torch.tensor([w + [pad_id] * (width - len(w)) for _, w, _ in batch], device=device)
         labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, _, lab in batch], device=device)
@@ -103,7 +111,11 @@ def perplexity(model, tokenizer, texts: list[str], batch_size: int = 8, max_leng
         raise ValueError("Every text is a single token: nothing to predict. Give longer texts.")
     loss = sum(nll) / tokens
     return PerplexityResult(
-        loss=loss, perplexity=math.exp(loss), tokens=tokens, texts=len(texts), seconds=seconds,
+        loss=loss,
+        perplexity=math.exp(loss),
+        tokens=tokens,
+        texts=len(texts),
+        seconds=seconds,
         tokens_per_s=tokens / seconds if seconds > 0 else float("inf"),
         perplexities=[math.exp(n / c) if c else float("nan") for n, c in zip(nll, count)],
     )

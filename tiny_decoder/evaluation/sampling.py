@@ -8,8 +8,15 @@ SAMPLING = {"do_sample": True, "top_k": 50, "top_p": 0.95}
 
 
 @torch.no_grad()
-def sample_texts(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, seed: int = 0,
-                 include_prompt: bool = True, batch_size: int = 50) -> list[str]:
+def sample_texts(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    seed: int = 0,
+    include_prompt: bool = True,
+    batch_size: int = 50,
+) -> list[str]:
     """One sampled continuation per prompt (token ids), left-padded into batches of `batch_size`; the seed is
     set once, so the texts depend on (seed, prompts) alone. `include_prompt=False` returns only the new text
     (a chat model's answer). Special tokens (the EOS a story starts after, padding) are not in the text."""
@@ -21,12 +28,18 @@ def sample_texts(model, tokenizer, prompts: list[list[int]], max_new_tokens: int
     torch.manual_seed(seed)
     out = []
     for i in range(0, len(prompts), batch_size):
-        chunk = prompts[i:i + batch_size]
+        chunk = prompts[i : i + batch_size]
         width = max(map(len, chunk))
         ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in chunk], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
-        gen = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id, **SAMPLING)
+        gen = model.generate(
+            ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **SAMPLING,
+        )
         out += [tokenizer.decode(g if include_prompt else g[width:], skip_special_tokens=True) for g in gen]
     model.train(was_training)
     return out

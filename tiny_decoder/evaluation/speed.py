@@ -12,8 +12,13 @@ def generation_speed(model, prompt_ids: list[int], new_tokens: int = 128, repeat
     device = next(model.parameters()).device
     ids = torch.tensor([prompt_ids], device=device)
     new_tokens = min(new_tokens, getattr(model.config, "max_position_embeddings", 10**9) - len(prompt_ids))
-    kw = dict(max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
-              pad_token_id=model.config.pad_token_id, attention_mask=torch.ones_like(ids))
+    kw = dict(
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=model.config.pad_token_id,
+        attention_mask=torch.ones_like(ids),
+    )
     model.generate(ids, **kw)
     best = float("inf")
     for _ in range(repeats):

@@ -70,8 +70,12 @@ def run(a: ArchitectureExperimentArguments) -> tuple[dict, list[dict] | None]:
     for name in names:
         folder = train(train_values(a, name, steps, out), name)
         config = json.loads((folder / "config.json").read_text())
-        results[name] = {**summarize(folder), "params": stored_parameters(folder), "memory_mib": step_memory(folder, a),
-                         "config": {k: config.get(k) for k in ("position_embedding", "norm", "attention_type")}}
+        results[name] = {
+            **summarize(folder),
+            "params": stored_parameters(folder),
+            "memory_mib": step_memory(folder, a),
+            "config": {k: config.get(k) for k in ("position_embedding", "norm", "attention_type")},
+        }
     exits = early_exit_rows(out / "early_exit_training", a) if "early_exit_training" in results else None
     (out / "results.json").write_text(json.dumps({"variants": results, "early_exit": exits}, indent=1))
     plot(results, out / "curves.png")
@@ -85,13 +89,32 @@ def train_values(a, name: str, steps: int, out: Path) -> dict:
     """The Trainer's arguments for one variant: the same tokens, seed and schedule for all."""
     tokenizer = {"vocab_size": a.vocab_size} if name == "baseline" else {"tokenizer_name": str(out / "baseline")}
     overrides = {"config_overrides": VARIANTS[name]} if VARIANTS[name] else {}
-    return {"preset": a.preset, "dataset_path": a.dataset_path, **tokenizer, "block_size": a.block_size,
-            "per_device_train_batch_size": a.batch_size, "per_device_eval_batch_size": a.batch_size, "max_steps": steps,
-            "learning_rate": a.learning_rate, "warmup_steps": max(1, steps // 10), "min_lr_ratio": 0.0,
-            "eval_steps": max(1, steps // 6), "logging_steps": max(1, steps // 30), "save_steps": steps,
-            "save_total_limit": 1, "max_eval_batches": a.max_eval_batches, "log_activation_norms": True, "seed": 0,
-            "num_samples": 0, "report_to": "none", "overwrite_output_dir": True, "output_dir": str(out / name),
-            "use_cpu": a.use_cpu, "mixed_precision": a.mixed_precision, **overrides}
+    return {
+        "preset": a.preset,
+        "dataset_path": a.dataset_path,
+        **tokenizer,
+        "block_size": a.block_size,
+        "per_device_train_batch_size": a.batch_size,
+        "per_device_eval_batch_size": a.batch_size,
+        "max_steps": steps,
+        "learning_rate": a.learning_rate,
+        "warmup_steps": max(1, steps // 10),
+        "min_lr_ratio": 0.0,
+        "eval_steps": max(1, steps // 6),
+        "logging_steps": max(1, steps // 30),
+        "save_steps": steps,
+        "save_total_limit": 1,
+        "max_eval_batches": a.max_eval_batches,
+        "log_activation_norms": True,
+        "seed": 0,
+        "num_samples": 0,
+        "report_to": "none",
+        "overwrite_output_dir": True,
+        "output_dir": str(out / name),
+        "use_cpu": a.use_cpu,
+        "mixed_precision": a.mixed_precision,
+        **overrides,
+    }
 
 
 def summarize(folder: Path) -> dict:
@@ -100,9 +123,13 @@ def summarize(folder: Path) -> dict:
     speeds = [r["tokens_per_s"] for r in logged[1:]] or [r["tokens_per_s"] for r in logged]
     spread = [r["act_rms_spread"] for r in logged if "act_rms_spread" in r]
     last_norms = {k: v for k, v in (logged[-1] if logged else {}).items() if k.startswith("act_rms_") and k != "act_rms_spread"}
-    return {"val_loss": evals[-1]["eval_loss"], "tokens_per_s": sum(speeds) / len(speeds),
-            "act_rms_spread": spread[-1] if spread else None, "act_rms": last_norms,
-            "curve": [(r["step"], r["eval_loss"]) for r in evals]}
+    return {
+        "val_loss": evals[-1]["eval_loss"],
+        "tokens_per_s": sum(speeds) / len(speeds),
+        "act_rms_spread": spread[-1] if spread else None,
+        "act_rms": last_norms,
+        "curve": [(r["step"], r["eval_loss"]) for r in evals],
+    }
 
 
 def step_memory(folder: Path, a) -> float:
@@ -145,20 +172,31 @@ def plot(results: dict, path: Path):
 
 def table(results: dict, exits: list[dict] | None, a, steps: int) -> str:
     base = results.get("baseline")
-    lines = [f"{a.preset} preset, {steps} steps x {a.batch_size} x {a.block_size} tokens, lr {a.learning_rate:g}, seed 0; "
-             f"validation on {a.max_eval_batches} batches", "",
-             "| variant | overrides | parameters | val loss | vs baseline | tokens/s | AdamW step memory, MiB | "
-             "activation RMS per layer | spread (max/min) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{a.preset} preset, {steps} steps x {a.batch_size} x {a.block_size} tokens, lr {a.learning_rate:g}, seed 0; "
+        f"validation on {a.max_eval_batches} batches",
+        "",
+        "| variant | overrides | parameters | val loss | vs baseline | tokens/s | AdamW step memory, MiB | "
+        "activation RMS per layer | spread (max/min) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         delta = f"{r['val_loss'] - base['val_loss']:+.3f}" if base and name != "baseline" else ""
         norms = " / ".join(f"{v:.2f}" for _, v in sorted(r["act_rms"].items(), key=lambda kv: int(kv[0].split("_")[-1])))
         spread = f"{r['act_rms_spread']:.2f}" if r["act_rms_spread"] is not None else ""
-        lines.append(f"| {name} | {VARIANTS[name] or '-'} | {r['params']:,} | {r['val_loss']:.3f} | {delta} | "
-                     f"{r['tokens_per_s']:,.0f} | {r['memory_mib']:.0f} | {norms} | {spread} |")
+        lines.append(
+            f"| {name} | {VARIANTS[name] or '-'} | {r['params']:,} | {r['val_loss']:.3f} | {delta} | "
+            f"{r['tokens_per_s']:,.0f} | {r['memory_mib']:.0f} | {norms} | {spread} |"
+        )
     text = "\n".join(lines) + "\n"
     if exits:
-        text += ("\nEarly exit (the early_exit_training model, cached decoding token by token on validation blocks):\n\n"
-                 "| threshold | loss | perplexity | mean exit layer | tokens/s |\n|---|---|---|---|---|\n")
-        text += "".join(f"| {r['threshold']:g} | {r['loss']:.3f} | {r['perplexity']:.1f} | {r['mean_exit_layer']:.2f} | "
-                        f"{r['tokens_per_s']:.0f} |\n" for r in exits)
+        text += (
+            "\nEarly exit (the early_exit_training model, cached decoding token by token on validation blocks):\n\n"
+            "| threshold | loss | perplexity | mean exit layer | tokens/s |\n|---|---|---|---|---|\n"
+        )
+        text += "".join(
+            f"| {r['threshold']:g} | {r['loss']:.3f} | {r['perplexity']:.1f} | {r['mean_exit_layer']:.2f} | "
+            f"{r['tokens_per_s']:.0f} |\n"
+            for r in exits
+        )
     return text

@@ -8,7 +8,7 @@ from transformers import HfArgumentParser
 
 from ..data import DataArguments
 from ..data.tokenizer import TokenizerArguments
-from ..training import ModelArguments, Trainer, TrainArguments
+from ..training import ModelArguments, TrainArguments, Trainer
 
 TRAIN_ARGUMENTS = (ModelArguments, DataArguments, TokenizerArguments, TrainArguments)
 

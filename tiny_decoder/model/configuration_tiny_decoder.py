@@ -167,17 +167,29 @@ class TinyDecoderConfig(PretrainedConfig):
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"TinyDecoderConfig.{name}={value!r} is not supported; choose one of {list(allowed)}.")
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "num_key_value_heads", "head_dim", "intermediate_size", "max_position_embeddings"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "intermediate_size",
+            "max_position_embeddings",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"TinyDecoderConfig.{name}={value!r} must be a positive integer.")
         if self.early_exit_threshold is not None and not 0 <= self.early_exit_threshold <= 1:
-            raise ValueError(f"TinyDecoderConfig.early_exit_threshold={self.early_exit_threshold!r} must be a probability "
-                             f"in [0, 1] (1.0 or None: never exit early).")
+            raise ValueError(
+                f"TinyDecoderConfig.early_exit_threshold={self.early_exit_threshold!r} must be a probability "
+                f"in [0, 1] (1.0 or None: never exit early)."
+            )
         if not 0 <= self.early_exit_min_layer < self.num_hidden_layers:
-            raise ValueError(f"TinyDecoderConfig.early_exit_min_layer={self.early_exit_min_layer!r} must be a layer index "
-                             f"in [0, {self.num_hidden_layers}).")
+            raise ValueError(
+                f"TinyDecoderConfig.early_exit_min_layer={self.early_exit_min_layer!r} must be a layer index "
+                f"in [0, {self.num_hidden_layers})."
+            )
         if self.early_exit_loss_weight < 0:
             raise ValueError(f"TinyDecoderConfig.early_exit_loss_weight={self.early_exit_loss_weight!r} must be >= 0.")
         for name in ("embedding_dropout", "attention_dropout", "residual_dropout", "layer_dropout"):
@@ -220,16 +232,23 @@ class TinyDecoderConfig(PretrainedConfig):
                 f"TinyDecoderConfig.alibi_slopes has {len(self.alibi_slopes)} slopes for {self.num_attention_heads} "
                 f"attention heads; give one per head, or None for the standard slopes."
             )
-        if self.sliding_window is not None and (not isinstance(self.sliding_window, int) or isinstance(self.sliding_window, bool)
-                                                or self.sliding_window < 1):
-            raise ValueError(f"TinyDecoderConfig.sliding_window={self.sliding_window!r} must be a positive integer "
-                             f"(the tokens a query sees, itself included), or None for full attention.")
+        if self.sliding_window is not None and (
+            not isinstance(self.sliding_window, int) or isinstance(self.sliding_window, bool) or self.sliding_window < 1
+        ):
+            raise ValueError(
+                f"TinyDecoderConfig.sliding_window={self.sliding_window!r} must be a positive integer "
+                f"(the tokens a query sees, itself included), or None for full attention."
+            )
         if self.attention_type == "linear" and (self.sliding_window is not None or self.position_embedding == "alibi"):
             what = "sliding_window" if self.sliding_window is not None else "position_embedding='alibi'"
-            raise ValueError(f"TinyDecoderConfig.attention_type='linear' has no score matrix to window or bias; drop {what} "
-                             f"or use attention_type='softmax'.")
+            raise ValueError(
+                f"TinyDecoderConfig.attention_type='linear' has no score matrix to window or bias; drop {what} "
+                f"or use attention_type='softmax'."
+            )
         if self.position_embedding == "sinusoidal" and self.hidden_size % 2:
-            raise ValueError(f"TinyDecoderConfig.position_embedding='sinusoidal' needs an even hidden_size, got {self.hidden_size}.")
+            raise ValueError(
+                f"TinyDecoderConfig.position_embedding='sinusoidal' needs an even hidden_size, got {self.hidden_size}."
+            )
 
     def check_token_ids(self) -> None:
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):

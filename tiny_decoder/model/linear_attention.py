@@ -22,8 +22,9 @@ def feature_map(x: torch.Tensor) -> torch.Tensor:
     return F.elu(x) + 1
 
 
-def causal_linear_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, chunk_size: int = 64,
-                            eps: float = 1e-6) -> torch.Tensor:
+def causal_linear_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, chunk_size: int = 64, eps: float = 1e-6
+) -> torch.Tensor:
     """query (B, H, T, d) for the last T of the S keys/values (B, H, S, d); returns (B, T, H, d).
 
     Chunked: the state sum_j phi(k_j) v_j^T (d x d) of all earlier keys, plus a causal C x C product
@@ -63,9 +64,17 @@ def check_inputs(cache, attention_mask) -> None:
     from transformers.cache_utils import StaticCache
 
     if isinstance(cache, StaticCache):
-        raise ValueError("attention_type='linear' sums over all cached keys, and a static cache holds empty slots; "
-                         "use the dynamic cache (the default; drop cache_implementation='static').")
-    if attention_mask is not None and not torch.compiler.is_compiling() and attention_mask.dim() == 2 \
-            and not bool(attention_mask.all()):
-        raise ValueError("attention_type='linear' does not take padding (the attention_mask has zeros); "
-                         "run sequences of one length, or one at a time.")
+        raise ValueError(
+            "attention_type='linear' sums over all cached keys, and a static cache holds empty slots; "
+            "use the dynamic cache (the default; drop cache_implementation='static')."
+        )
+    if (
+        attention_mask is not None
+        and not torch.compiler.is_compiling()
+        and attention_mask.dim() == 2
+        and not bool(attention_mask.all())
+    ):
+        raise ValueError(
+            "attention_type='linear' does not take padding (the attention_mask has zeros); "
+            "run sequences of one length, or one at a time."
+        )

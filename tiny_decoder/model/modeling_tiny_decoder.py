@@ -37,6 +37,8 @@ Design choices (each set by a field of `TinyDecoderConfig`):
 No nn.Transformer, nn.MultiheadAttention or transformers model classes are used as parts.
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,8 +52,6 @@ from transformers.modeling_layers import (
     GenericForTokenClassification,
     GradientCheckpointingLayer,
 )
-from dataclasses import dataclass
-
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils.deprecation import deprecate_kwarg
@@ -141,8 +141,15 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, H_kv, S, d), S = past + T (or the static length)
         y, weights = self.attention_function(kwargs.get("output_attentions"))(
-            self, q, k, v, attention_mask, scaling=self.scaling, sliding_window=self.config.sliding_window,
-            dropout=self.config.attention_dropout if self.training else 0.0, **kwargs,
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            scaling=self.scaling,
+            sliding_window=self.config.sliding_window,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            **kwargs,
         )
         return self.o_proj(y.reshape(b, t, -1)), weights
 
@@ -358,8 +365,15 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
         if cfg.position_embedding == "alibi":
             kwargs["position_bias"] = self.alibi(inputs_embeds, cache, past, mask)
 
-        h, exit_layer = self.run_layers(self.layers[: cfg.num_hidden_layers], h, exit_head=exit_head, attention_mask=mask,
-                                        position_embeddings=rope, cache=cache, **kwargs)
+        h, exit_layer = self.run_layers(
+            self.layers[: cfg.num_hidden_layers],
+            h,
+            exit_head=exit_head,
+            attention_mask=mask,
+            position_embeddings=rope,
+            cache=cache,
+            **kwargs,
+        )
         return TinyDecoderModelOutput(last_hidden_state=self.norm(h), cache=cache, exit_layer=exit_layer)
 
     def _attention_mask(self, inputs_embeds, attention_mask, cache, position_ids, output_attentions=False):
@@ -372,8 +386,12 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
             self.alibi.check_kernel()
         make_mask = create_causal_mask if self.config.sliding_window is None else create_sliding_window_causal_mask
         return make_mask(
-            config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache,
-            position_ids=position_ids, allow_is_causal_skip=not output_attentions,
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=position_ids,
+            allow_is_causal_skip=not output_attentions,
         )
 
 
@@ -431,8 +449,14 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
         if exit_loss:
             kwargs["output_hidden_states"] = True
         outputs = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-            inputs_embeds=inputs_embeds, use_cache=use_cache, exit_head=exit_head, **kwargs,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            exit_head=exit_head,
+            **kwargs,
         )
         h = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
@@ -443,8 +467,12 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
             if exit_loss:  # hidden_states: the embeddings, then every block's output
                 loss = loss + cfg.early_exit_loss_weight * exit_losses(self, outputs.hidden_states[1:], labels)
         return TinyDecoderCausalLMOutput(
-            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions, exit_layer=outputs.exit_layer,
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            exit_layer=outputs.exit_layer,
         )
 
     def set_early_exit(self, threshold: float | None, min_layer: int | None = None):

@@ -128,7 +128,11 @@ class ALiBi(nn.Module):
             kv_len, kv_offset = cache.get_mask_sizes(t, 0)
         else:
             kv_len, kv_offset = (mask.shape[-1] if mask is not None else t), 0
-        slopes = alibi_slopes(cfg.num_attention_heads, device) if cfg.alibi_slopes is None else torch.tensor(cfg.alibi_slopes, device=device)
+        slopes = (
+            alibi_slopes(cfg.num_attention_heads, device)
+            if cfg.alibi_slopes is None
+            else torch.tensor(cfg.alibi_slopes, device=device)
+        )
         q_pos = torch.arange(t, device=device) + past
         return alibi_bias(slopes, q_pos, torch.arange(kv_len, device=device) + kv_offset).to(inputs_embeds.dtype)
 

@@ -14,10 +14,21 @@ from dataclasses import dataclass, field
 import torch
 
 from .importance import LAYER_METRICS, Importance, collect_importance
-from .surgery import Keep, count_parameters, pruned_config, prune_to
+from .surgery import Keep, count_parameters, prune_to, pruned_config
 
-__all__ = ["LAYER_METRICS", "Importance", "Keep", "Sizes", "collect_importance", "count_parameters", "parse_target",
-           "plan_sizes", "prune_model", "prune_to", "pruned_config"]
+__all__ = [
+    "LAYER_METRICS",
+    "Importance",
+    "Keep",
+    "Sizes",
+    "collect_importance",
+    "count_parameters",
+    "parse_target",
+    "plan_sizes",
+    "prune_model",
+    "prune_to",
+    "pruned_config",
+]
 
 
 @dataclass
@@ -34,42 +45,55 @@ def parse_target(target: str | float | int, current: int) -> int:
     try:
         value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
     except ValueError:
-        raise ValueError(f"target {target!r} is not a number: give a fraction (0.5), a percentage (50%) or a "
-                         f"parameter count (650000).") from None
+        raise ValueError(
+            f"target {target!r} is not a number: give a fraction (0.5), a percentage (50%) or a parameter count (650000)."
+        ) from None
     fraction = text.endswith("%") or "." in text or "e" in text.lower() or value < 1
     count = round(value * current) if fraction else int(value)
     if count <= 0:
         raise ValueError(f"target {target!r} leaves no parameters; give a size above 0.")
     if count >= current:
-        raise ValueError(f"target {target!r} ({count:,} parameters) is not below the model's {current:,}: pruning only "
-                         f"removes; give less than 100%.")
+        raise ValueError(
+            f"target {target!r} ({count:,} parameters) is not below the model's {current:,}: pruning only "
+            f"removes; give less than 100%."
+        )
     return count
 
 
 def _check_sizes(config, sizes: Sizes) -> None:
     n_rep = config.num_attention_heads // config.num_key_value_heads
-    limits = (("num_layers", sizes.num_layers, config.num_hidden_layers, "layer"),
-              ("num_heads", sizes.num_heads, config.num_attention_heads, "head"),
-              ("intermediate_size", sizes.intermediate_size, config.intermediate_size, "MLP channel"),
-              ("hidden_size", sizes.hidden_size, config.hidden_size, "hidden channel"))
+    limits = (
+        ("num_layers", sizes.num_layers, config.num_hidden_layers, "layer"),
+        ("num_heads", sizes.num_heads, config.num_attention_heads, "head"),
+        ("intermediate_size", sizes.intermediate_size, config.intermediate_size, "MLP channel"),
+        ("hidden_size", sizes.hidden_size, config.hidden_size, "hidden channel"),
+    )
     for name, value, now, unit in limits:
         if value < 1:
             raise ValueError(f"--{name} {value} leaves no {unit}; keep at least one.")
         if value > now:
             raise ValueError(f"--{name} {value} is more than the model's {now}; pruning only removes.")
     if sizes.num_heads % n_rep:
-        raise ValueError(f"--num_heads {sizes.num_heads}: heads go by whole KV groups of {n_rep} query heads "
-                         f"(num_attention_heads / num_key_value_heads); give a multiple of {n_rep}.")
+        raise ValueError(
+            f"--num_heads {sizes.num_heads}: heads go by whole KV groups of {n_rep} query heads "
+            f"(num_attention_heads / num_key_value_heads); give a multiple of {n_rep}."
+        )
 
 
-def plan_sizes(config, target: int | None = None, hidden_size=None, num_layers=None, num_heads=None,
-               intermediate_size=None) -> Sizes:
+def plan_sizes(
+    config, target: int | None = None, hidden_size=None, num_layers=None, num_heads=None, intermediate_size=None
+) -> Sizes:
     """Explicit sizes as given; a parameter `target` solves the hidden and MLP sizes not given."""
+
     def given(value, default):
         return default if value is None else value
 
-    sizes = Sizes(given(hidden_size, config.hidden_size), given(num_layers, config.num_hidden_layers),
-                  given(num_heads, config.num_attention_heads), given(intermediate_size, config.intermediate_size))
+    sizes = Sizes(
+        given(hidden_size, config.hidden_size),
+        given(num_layers, config.num_hidden_layers),
+        given(num_heads, config.num_attention_heads),
+        given(intermediate_size, config.intermediate_size),
+    )
     _check_sizes(config, sizes)
     if target is None:
         if sizes == Sizes(config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size):
@@ -92,8 +116,10 @@ def plan_sizes(config, target: int | None = None, hidden_size=None, num_layers=N
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if count(mid, mlp_for(mid)) <= target else (lo, mid - 1)
         if lo == 0:
-            raise ValueError(f"target {target:,} parameters is below the smallest model on this path "
-                             f"({count(1, mlp_for(1)):,}); give a larger target or fewer fixed sizes.")
+            raise ValueError(
+                f"target {target:,} parameters is below the smallest model on this path "
+                f"({count(1, mlp_for(1)):,}); give a larger target or fewer fixed sizes."
+            )
         sizes.hidden_size = lo
     if free_mlp:  # fill up with MLP channels: the count is linear in them
         h = sizes.hidden_size
@@ -107,6 +133,7 @@ def plan_sizes(config, target: int | None = None, hidden_size=None, num_layers=N
 
 def choose_units(importance: Importance, config, sizes: Sizes) -> Keep:
     """The most important units of each kind, in their original order."""
+
     def top(scores, k):
         return torch.topk(scores, k).indices.sort().values
 
@@ -117,8 +144,12 @@ def choose_units(importance: Importance, config, sizes: Sizes) -> Keep:
         groups = [shared for _ in layers]
     else:
         groups = [top(importance.heads[i], n_kv) for i in layers]
-    return Keep(hidden=top(importance.hidden, sizes.hidden_size), layers=layers, kv_groups=groups,
-                mlp=[top(importance.mlp[i], sizes.intermediate_size) for i in layers])
+    return Keep(
+        hidden=top(importance.hidden, sizes.hidden_size),
+        layers=layers,
+        kv_groups=groups,
+        mlp=[top(importance.mlp[i], sizes.intermediate_size) for i in layers],
+    )
 
 
 @dataclass
@@ -143,8 +174,16 @@ class PruneReport:
         return ", ".join(parts) + f" ({self.before['params']:,} -> {self.after['params']:,} parameters)"
 
 
-def prune_model(model, calibration_batches, target=None, hidden_size=None, num_layers=None, num_heads=None,
-                intermediate_size=None, layer_metric: str = "block_influence"):
+def prune_model(
+    model,
+    calibration_batches,
+    target=None,
+    hidden_size=None,
+    num_layers=None,
+    num_heads=None,
+    intermediate_size=None,
+    layer_metric: str = "block_influence",
+):
     """(smaller model, PruneReport). `target`: a count, a fraction or a percentage of the current parameters."""
     cfg = model.config
     current = sum(p.numel() for p in model.parameters())
@@ -153,15 +192,21 @@ def prune_model(model, calibration_batches, target=None, hidden_size=None, num_l
     importance = collect_importance(model, calibration_batches, layer_metric)
     keep = choose_units(importance, cfg, sizes)
     small = prune_to(model, keep)
-    shape = lambda c: {"params": sum(p.numel() for p in c.parameters()), "hidden_size": c.config.hidden_size,  # noqa: E731
-                       "num_layers": c.config.num_hidden_layers, "num_heads": c.config.num_attention_heads,
-                       "num_key_value_heads": c.config.num_key_value_heads,
-                       "intermediate_size": c.config.intermediate_size}
+    shape = lambda c: {
+        "params": sum(p.numel() for p in c.parameters()),
+        "hidden_size": c.config.hidden_size,  # noqa: E731
+        "num_layers": c.config.num_hidden_layers,
+        "num_heads": c.config.num_attention_heads,
+        "num_key_value_heads": c.config.num_key_value_heads,
+        "intermediate_size": c.config.intermediate_size,
+    }
     before, after = shape(model), shape(small)
-    removed = {"layers": [i for i in range(cfg.num_hidden_layers) if i not in keep.layers],
-               "hidden_channels": cfg.hidden_size - sizes.hidden_size,
-               "kv_groups_per_layer": cfg.num_key_value_heads - after["num_key_value_heads"],
-               "mlp_channels_per_layer": cfg.intermediate_size - sizes.intermediate_size}
+    removed = {
+        "layers": [i for i in range(cfg.num_hidden_layers) if i not in keep.layers],
+        "hidden_channels": cfg.hidden_size - sizes.hidden_size,
+        "kv_groups_per_layer": cfg.num_key_value_heads - after["num_key_value_heads"],
+        "mlp_channels_per_layer": cfg.intermediate_size - sizes.intermediate_size,
+    }
     if target_count is not None:
         before["target"] = target_count
     return small, PruneReport(before, after, sizes, keep, removed)

@@ -50,21 +50,24 @@ def collect_importance(model, batches, layer_metric: str = "block_influence") ->
         def hook(module, inputs):
             y = inputs[0].detach().double()  # (B, T, H * d)
             heads[i] += y.view(*y.shape[:2], cfg.num_attention_heads, -1).norm(dim=-1).sum(dim=(0, 1))
+
         return hook
 
     def mlp_hook(i):
         def hook(module, inputs):
             mlp[i] += inputs[0].detach().abs().double().sum(dim=(0, 1))
+
         return hook
 
     def block_hook(i):
         def hook(module, inputs, output):
             x_in, x_out = inputs[0].detach().double(), output[0].detach().double()
             influence[i] += (1 - F.cosine_similarity(x_in, x_out, dim=-1)).sum()
+
         return hook
 
     handles = []
-    for name, module in model.named_modules():
+    for module in model.modules():
         if module.__class__.__name__ in ("RMSNorm", "LayerNorm"):
             handles.append(module.register_forward_hook(norm_hook))
     for i, block in enumerate(model.model.layers):
@@ -86,13 +89,15 @@ def collect_importance(model, batches, layer_metric: str = "block_influence") ->
     if layer_metric == "loss":
         layers = layer_drop_losses(model, batches)
     model.train(was_training)
-    return Importance(hidden=hidden / tokens, heads=(heads / tokens).view(n_layers, n_kv, n_rep).sum(-1),
-                      mlp=mlp / tokens, layers=layers)
+    return Importance(
+        hidden=hidden / tokens, heads=(heads / tokens).view(n_layers, n_kv, n_rep).sum(-1), mlp=mlp / tokens, layers=layers
+    )
 
 
 @torch.no_grad()
 def layer_drop_losses(model, batches) -> torch.Tensor:
     """Calibration loss with each layer skipped in turn, minus the full model's: the cost of dropping it."""
+
     def loss():
         total = sum(model(input_ids=ids, labels=ids, use_cache=False).loss.double() * ids.shape[0] for ids in batches)
         return total / sum(ids.shape[0] for ids in batches)

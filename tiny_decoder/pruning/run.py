@@ -1,7 +1,6 @@
 """What `scripts/prune.py` does, as library code: prune a saved tiny-decoder folder into a smaller saved
 folder, with the before/after table (parameters, validation loss, generation speed) and a model card."""
 
-
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,9 +57,11 @@ def load_model(name: str):
 
 def measure(model, blocks, tokenizer, args) -> dict:
     prompt = CausalLMObjective().prompt_ids(tokenizer, "Once upon a time")
-    return {"params": sum(p.numel() for p in model.parameters()),
-            "val_loss": blocks_loss(model, blocks["validation"], args.per_device_eval_batch_size, args.max_eval_batches),
-            "generate_tok_s": generation_speed(model, prompt)}
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "val_loss": blocks_loss(model, blocks["validation"], args.per_device_eval_batch_size, args.max_eval_batches),
+        "generate_tok_s": generation_speed(model, prompt),
+    }
 
 
 def prune_folder(args: PruneArguments, data_args, command: str) -> dict:
@@ -74,43 +75,71 @@ def prune_folder(args: PruneArguments, data_args, command: str) -> dict:
     blocks, _ = build_lm_datasets(data_args, tokenizer, load_raw_dataset(data_args))
     order = torch.randperm(len(blocks["train"]), generator=torch.Generator().manual_seed(args.seed))
     calib = blocks["train"].select(order[: args.calibration_samples].tolist())["input_ids"]
-    batches = [torch.tensor(calib[i:i + args.per_device_eval_batch_size])
-               for i in range(0, len(calib), args.per_device_eval_batch_size)]
+    batches = [
+        torch.tensor(calib[i : i + args.per_device_eval_batch_size])
+        for i in range(0, len(calib), args.per_device_eval_batch_size)
+    ]
 
     before = measure(model, blocks, tokenizer, args)
-    small, report = prune_model(model, batches, args.target_params, args.hidden_size, args.num_layers, args.num_heads,
-                                args.intermediate_size, args.layer_importance)
+    small, report = prune_model(
+        model,
+        batches,
+        args.target_params,
+        args.hidden_size,
+        args.num_layers,
+        args.num_heads,
+        args.intermediate_size,
+        args.layer_importance,
+    )
     after = measure(small, blocks, tokenizer, args)
 
     rows = [("parameters", f"{before['params']:,}", f"{after['params']:,}")]
-    rows += [(k, report.before[k], report.after[k]) for k in ("num_layers", "hidden_size", "num_heads",
-                                                             "num_key_value_heads", "intermediate_size")]
-    rows += [("validation loss", f"{before['val_loss']:.4f}", f"{after['val_loss']:.4f}"),
-             ("generate tokens/s (greedy, batch 1, this machine)", f"{before['generate_tok_s']:.0f}",
-              f"{after['generate_tok_s']:.0f}")]
+    rows += [
+        (k, report.before[k], report.after[k])
+        for k in ("num_layers", "hidden_size", "num_heads", "num_key_value_heads", "intermediate_size")
+    ]
+    rows += [
+        ("validation loss", f"{before['val_loss']:.4f}", f"{after['val_loss']:.4f}"),
+        (
+            "generate tokens/s (greedy, batch 1, this machine)",
+            f"{before['generate_tok_s']:.0f}",
+            f"{after['generate_tok_s']:.0f}",
+        ),
+    ]
     width = max(len(r[0]) for r in rows)
-    print("\n" + "\n".join(f"{name:<{width}}  {str(a):>12}  {str(b):>12}" for name, a, b in
-                           [("", "before", "after")] + rows))
+    print("\n" + "\n".join(f"{name:<{width}}  {str(a):>12}  {str(b):>12}" for name, a, b in [("", "before", "after")] + rows))
     if "target" in report.before:
         print(f"target {report.before['target']:,} parameters, reached {after['params']:,}")
 
     removed = report.describe()
     notes = []
     if model.config.norm == "rmsnorm" and report.removed["hidden_channels"]:
-        notes.append("RMSNorm weights were scaled by sqrt(d/d') and norm_eps by d/d' so the kept channels' scale "
-                     "is unchanged.")
+        notes.append("RMSNorm weights were scaled by sqrt(d/d') and norm_eps by d/d' so the kept channels' scale is unchanged.")
     if model.config.position_embedding == "sinusoidal" and report.removed["hidden_channels"]:
         notes.append("The sinusoidal positions of the kept channels became a learned table holding the same values.")
     out = Path(args.output_dir)
-    card = render_pruned_card(small.config, {
-        "repo": args.output_dir, "local": True, "title": out.resolve().name, "source": args.model_name_or_path,
-        "removed": removed, "rows": rows,
-        "importance": f"activation magnitudes (Minitron) for heads, MLP and hidden channels; layers by {args.layer_importance}",
-        "calibration": f"{len(calib)} training blocks of {data_args.block_size} tokens", "notes": " ".join(notes),
-        "command": command,
-    })
-    result = {"before": before, "after": after, "sizes": asdict(report.sizes), "removed": report.removed,
-              "kept_layers": report.keep.layers}
+    card = render_pruned_card(
+        small.config,
+        {
+            "repo": args.output_dir,
+            "local": True,
+            "title": out.resolve().name,
+            "source": args.model_name_or_path,
+            "removed": removed,
+            "rows": rows,
+            "importance": f"activation magnitudes (Minitron) for heads, MLP and hidden channels; layers by {args.layer_importance}",
+            "calibration": f"{len(calib)} training blocks of {data_args.block_size} tokens",
+            "notes": " ".join(notes),
+            "command": command,
+        },
+    )
+    result = {
+        "before": before,
+        "after": after,
+        "sizes": asdict(report.sizes),
+        "removed": report.removed,
+        "kept_layers": report.keep.layers,
+    }
 
     def write_extras(folder):
         Path(folder, "README.md").write_text(card)

@@ -36,13 +36,25 @@ class Keep:
     mlp: list[torch.Tensor]  # per kept layer: MLP channels
 
 
-def pruned_config(config: TinyDecoderConfig, hidden_size: int, num_layers: int, num_kv_heads: int,
-                  intermediate_size: int, kept_heads: torch.Tensor | None = None) -> TinyDecoderConfig:
+def pruned_config(
+    config: TinyDecoderConfig,
+    hidden_size: int,
+    num_layers: int,
+    num_kv_heads: int,
+    intermediate_size: int,
+    kept_heads: torch.Tensor | None = None,
+) -> TinyDecoderConfig:
     """The config of the smaller model; `kept_heads` (query heads, shared by all layers) picks ALiBi slopes."""
     n_rep = config.num_attention_heads // config.num_key_value_heads
     fields = config.to_dict()
-    fields.update(hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_kv_heads * n_rep,
-                  num_key_value_heads=num_kv_heads, head_dim=config.head_dim, intermediate_size=intermediate_size)
+    fields.update(
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_kv_heads * n_rep,
+        num_key_value_heads=num_kv_heads,
+        head_dim=config.head_dim,
+        intermediate_size=intermediate_size,
+    )
     if config.position_embedding == "alibi" and num_kv_heads != config.num_key_value_heads:
         slopes = config.alibi_slopes or alibi_slopes(config.num_attention_heads).tolist()
         heads = kept_heads if kept_heads is not None else torch.arange(num_kv_heads * n_rep)
@@ -80,8 +92,9 @@ def prune_to(model: TinyDecoderForCausalLM, keep: Keep) -> TinyDecoderForCausalL
     n_rep, hd = cfg.num_attention_heads // cfg.num_key_value_heads, cfg.head_dim
     if cfg.position_embedding == "alibi" and any(not torch.equal(g, keep.kv_groups[0]) for g in keep.kv_groups):
         raise ValueError("ALiBi slopes are per head index: keep the same heads in every layer.")
-    new_cfg = pruned_config(cfg, len(keep.hidden), len(keep.layers), len(keep.kv_groups[0]), len(keep.mlp[0]),
-                            _heads_of(keep.kv_groups[0], n_rep))
+    new_cfg = pruned_config(
+        cfg, len(keep.hidden), len(keep.layers), len(keep.kv_groups[0]), len(keep.mlp[0]), _heads_of(keep.kv_groups[0], n_rep)
+    )
     new_cfg._attn_implementation = cfg._attn_implementation
     sd, h = model.state_dict(), keep.hidden
     scale = math.sqrt(cfg.hidden_size / len(h)) if cfg.norm == "rmsnorm" else 1.0

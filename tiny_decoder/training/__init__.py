@@ -7,5 +7,13 @@ from .checkpoint import CheckpointError, verify_checkpoint
 from .state import TrainState
 from .trainer import Trainer
 
-__all__ = ["PRESETS", "ModelArguments", "TrainArguments", "build_config", "CheckpointError", "verify_checkpoint",
-           "TrainState", "Trainer"]
+__all__ = [
+    "PRESETS",
+    "ModelArguments",
+    "TrainArguments",
+    "build_config",
+    "CheckpointError",
+    "verify_checkpoint",
+    "TrainState",
+    "Trainer",
+]

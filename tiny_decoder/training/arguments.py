@@ -55,8 +55,10 @@ class TrainArguments:
     num_train_epochs: float = 1.0
     max_train_minutes: float | None = field(
         default=None,
-        metadata={"help": "Time budget. After 200 steps the run measures its speed and ends the learning-rate schedule at "
-                          "the step that fits (saved in checkpoints); it also stops (evaluates, saves) when time runs out."},
+        metadata={
+            "help": "Time budget. After 200 steps the run measures its speed and ends the learning-rate schedule at "
+            "the step that fits (saved in checkpoints); it also stops (evaluates, saves) when time runs out."
+        },
     )
     logging_steps: int = 10
     eval_steps: int = 200
@@ -69,8 +71,10 @@ class TrainArguments:
     dataloader_num_workers: int = 0
     resume_from_checkpoint: str | None = field(
         default=None,
-        metadata={"help": "A checkpoint folder, or 'latest'. Resuming is bit-exact without --torch_compile; compiled "
-                          "CPU kernels may round differently from run to run."},
+        metadata={
+            "help": "A checkpoint folder, or 'latest'. Resuming is bit-exact without --torch_compile; compiled "
+            "CPU kernels may round differently from run to run."
+        },
     )
     report_to: str = field(default="tensorboard", metadata={"help": "Trackers: 'tensorboard', 'all' or 'none'."})
     num_samples: int = field(default=3, metadata={"help": "Stories generated at the end (printed and in the card)."})
@@ -81,39 +85,73 @@ class TrainArguments:
     hub_strategy: str = field(default="end", metadata={"help": "'end', or 'checkpoint' to push every checkpoint too."})
     hub_private_repo: bool = False
     # Zeroth-order training (training/zeroth_order.py): forward passes only, at inference memory.
-    optim: str = field(default="adamw_torch", metadata={"help": "'adamw_torch' (backprop), or 'zeroth_order' (SPSA/MeZO: "
-                                                                "forward passes only; learning_rate is its step size)."})
+    optim: str = field(
+        default="adamw_torch",
+        metadata={
+            "help": "'adamw_torch' (backprop), or 'zeroth_order' (SPSA/MeZO: "
+            "forward passes only; learning_rate is its step size)."
+        },
+    )
     zo_eps: float = field(default=1e-3, metadata={"help": "Zeroth-order: probe size eps (w +/- eps*u)."})
     zo_num_directions: int = field(default=1, metadata={"help": "Zeroth-order: random directions per micro-batch, averaged."})
-    zo_difference: str = field(default="central", metadata={"help": "'central' (2 forwards per direction) or 'forward' (1, plus L(w))."})
+    zo_difference: str = field(
+        default="central", metadata={"help": "'central' (2 forwards per direction) or 'forward' (1, plus L(w))."}
+    )
     zo_adaptive_eps: bool = field(default=False, metadata={"help": "Zeroth-order: scale each tensor's probe by its RMS."})
-    zo_tensor_fraction: float = field(default=1.0, metadata={"help": "Zeroth-order: perturb and update this random fraction of "
-                                                                     "the parameter tensors per step."})
+    zo_tensor_fraction: float = field(
+        default=1.0, metadata={"help": "Zeroth-order: perturb and update this random fraction of the parameter tensors per step."}
+    )
     zo_momentum: float = field(default=0.0, metadata={"help": "Zeroth-order: EMA of the estimate (0: none, no extra buffers)."})
     zo_clip: float = field(default=0.0, metadata={"help": "Zeroth-order: clip each projected gradient to +/- this (0: off)."})
-    zo_line_search: bool = field(default=False, metadata={"help": "Zeroth-order: try 0.5x, 1x, 2x the step on the batch, keep the best."})
-    zo_batched: bool = field(default=False, metadata={"help": "Zeroth-order: all probes of a micro-batch in one vmap'd forward "
-                                                              "(faster when memory allows)."})
-    zo_hybrid: str = field(default="none", metadata={"help": "'none', 'zo_then_backprop' or 'backprop_then_zo' (switch at zo_switch_step)."})
+    zo_line_search: bool = field(
+        default=False, metadata={"help": "Zeroth-order: try 0.5x, 1x, 2x the step on the batch, keep the best."}
+    )
+    zo_batched: bool = field(
+        default=False,
+        metadata={"help": "Zeroth-order: all probes of a micro-batch in one vmap'd forward (faster when memory allows)."},
+    )
+    zo_hybrid: str = field(
+        default="none", metadata={"help": "'none', 'zo_then_backprop' or 'backprop_then_zo' (switch at zo_switch_step)."}
+    )
     zo_switch_step: int = field(default=0, metadata={"help": "Hybrid: the optimizer step at which the second phase starts."})
     backprop_learning_rate: float = field(default=1e-3, metadata={"help": "Hybrid: AdamW's peak learning rate in its phase."})
-    log_activation_norms: bool = field(default=False, metadata={"help": "Log each block's output RMS (act_rms_<layer>) and "
-                                                                       "their max/min spread in metrics.jsonl."})
+    log_activation_norms: bool = field(
+        default=False,
+        metadata={"help": "Log each block's output RMS (act_rms_<layer>) and their max/min spread in metrics.jsonl."},
+    )
 
     def __post_init__(self):
-        choices = {"lr_scheduler_type": ("cosine", "linear", "constant"), "mixed_precision": ("no", "bf16", "fp16"),
-                   "hub_strategy": ("end", "checkpoint"), "report_to": ("tensorboard", "all", "none"),
-                   "optim": ("adamw_torch", "zeroth_order"), "zo_difference": ("central", "forward"),
-                   "zo_hybrid": ("none", "zo_then_backprop", "backprop_then_zo")}
+        choices = {
+            "lr_scheduler_type": ("cosine", "linear", "constant"),
+            "mixed_precision": ("no", "bf16", "fp16"),
+            "hub_strategy": ("end", "checkpoint"),
+            "report_to": ("tensorboard", "all", "none"),
+            "optim": ("adamw_torch", "zeroth_order"),
+            "zo_difference": ("central", "forward"),
+            "zo_hybrid": ("none", "zo_then_backprop", "backprop_then_zo"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not supported; choose one of {list(allowed)}.")
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "logging_steps", "eval_steps", "save_steps"):
+        for name in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+            "eval_steps",
+            "save_steps",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
-        for name, low in (("warmup_steps", 0), ("weight_decay", 0.0), ("max_grad_norm", 0.0), ("adam_epsilon", 0.0),
-                          ("num_samples", 0), ("max_new_tokens", 1), ("dataloader_num_workers", 0)):
+        for name, low in (
+            ("warmup_steps", 0),
+            ("weight_decay", 0.0),
+            ("max_grad_norm", 0.0),
+            ("adam_epsilon", 0.0),
+            ("num_samples", 0),
+            ("max_new_tokens", 1),
+            ("dataloader_num_workers", 0),
+        ):
             if getattr(self, name) < low:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= {low}.")
         if not self.learning_rate > 0:
@@ -124,9 +162,13 @@ class TrainArguments:
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1).")
         if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(f"max_steps={self.max_steps}: give a positive number of steps, or -1 to let num_train_epochs decide.")
+            raise ValueError(
+                f"max_steps={self.max_steps}: give a positive number of steps, or -1 to let num_train_epochs decide."
+            )
         if self.max_steps == -1 and not self.num_train_epochs > 0:
-            raise ValueError(f"num_train_epochs={self.num_train_epochs} trains nothing; give a positive number (or --max_steps N).")
+            raise ValueError(
+                f"num_train_epochs={self.num_train_epochs} trains nothing; give a positive number (or --max_steps N)."
+            )
         if self.max_train_minutes is not None and not self.max_train_minutes > 0:
             raise ValueError(f"max_train_minutes={self.max_train_minutes} must be > 0 (leave it unset for no limit).")
         if self.save_total_limit is not None and self.save_total_limit < 1:
@@ -143,11 +185,15 @@ class TrainArguments:
                 raise ValueError(f"zo_hybrid={self.zo_hybrid!r} needs --optim zeroth_order.")
             return
         if self.torch_compile:
-            raise ValueError("--torch_compile does not combine with --optim zeroth_order (each probe swaps perturbed "
-                             "weights in, which would recompile every forward); drop --torch_compile.")
+            raise ValueError(
+                "--torch_compile does not combine with --optim zeroth_order (each probe swaps perturbed "
+                "weights in, which would recompile every forward); drop --torch_compile."
+            )
         if self.mixed_precision == "fp16":
-            raise ValueError("--mixed_precision fp16 does not combine with --optim zeroth_order (there is no gradient "
-                             "to scale); use bf16 or no.")
+            raise ValueError(
+                "--mixed_precision fp16 does not combine with --optim zeroth_order (there is no gradient "
+                "to scale); use bf16 or no."
+            )
         if not self.zo_eps > 0:
             raise ValueError(f"zo_eps={self.zo_eps} must be > 0.")
         if self.zo_num_directions < 1:
@@ -159,8 +205,9 @@ class TrainArguments:
         if self.zo_clip < 0:
             raise ValueError(f"zo_clip={self.zo_clip} must be >= 0 (0: no clipping).")
         if self.zo_hybrid != "none" and self.zo_switch_step < 1:
-            raise ValueError(f"zo_hybrid={self.zo_hybrid!r} needs --zo_switch_step N >= 1 (the step where the second "
-                             f"phase starts).")
+            raise ValueError(
+                f"zo_hybrid={self.zo_hybrid!r} needs --zo_switch_step N >= 1 (the step where the second phase starts)."
+            )
         if not self.backprop_learning_rate > 0:
             raise ValueError(f"backprop_learning_rate={self.backprop_learning_rate} must be > 0.")
 
@@ -196,8 +243,12 @@ def parse_overrides(text: str | None) -> dict:
 
 def build_config(model_args: ModelArguments, tokenizer, block_size: int) -> TinyDecoderConfig:
     """Preset or config file, sized to the tokenizer and block size, then the overrides."""
-    special = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    special = dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     if model_args.config_name:
         config = TinyDecoderConfig.from_pretrained(model_args.config_name)
         for k, v in special.items():

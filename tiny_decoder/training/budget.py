@@ -15,8 +15,16 @@ import math
 CALIBRATION = (20, 200)  # the steps timed
 
 
-def plan_total_steps(step: int, total_steps: int, elapsed_s: float, seconds_per_step: float, budget_s: float,
-                     eval_steps: int, eval_s: float, margin: float = 0.03) -> int:
+def plan_total_steps(
+    step: int,
+    total_steps: int,
+    elapsed_s: float,
+    seconds_per_step: float,
+    budget_s: float,
+    eval_steps: int,
+    eval_s: float,
+    margin: float = 0.03,
+) -> int:
     """How many steps this run can take in budget_s, at most total_steps and at least step + 1.
 
     elapsed_s: seconds since training started; eval_s: seconds one evaluation takes; evaluations

@@ -47,7 +47,7 @@ def plain_name(name: str) -> str:
         changed = False
         for prefix in _WRAPPERS:
             if name.startswith(prefix):
-                name, changed = name[len(prefix):], True
+                name, changed = name[len(prefix) :], True
     return name
 
 
@@ -107,8 +107,14 @@ def save_checkpoint(accelerator, output_dir: str, state: dict, save_total_limit:
 
         full = accelerator.get_state_dict(model)
         if accelerator.is_main_process:
-            save_file({k: v.contiguous() for k, v in plain_state_dict(full, accelerator.unwrap_model(model, keep_torch_compile=False)).items()},
-                      str(tmp / MODEL_FILE), metadata={"format": "pt"})
+            save_file(
+                {
+                    k: v.contiguous()
+                    for k, v in plain_state_dict(full, accelerator.unwrap_model(model, keep_torch_compile=False)).items()
+                },
+                str(tmp / MODEL_FILE),
+                metadata={"format": "pt"},
+            )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE).write_text(json.dumps({**state, "saved_at": time.time()}, indent=2))
@@ -160,8 +166,9 @@ def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CheckpointError(f"Checkpoint file {str(path)!r} is unreadable or not valid JSON ({err}); "
-                              f"resume from another checkpoint.") from None
+        raise CheckpointError(
+            f"Checkpoint file {str(path)!r} is unreadable or not valid JSON ({err}); resume from another checkpoint."
+        ) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"Checkpoint file {str(path)!r} does not hold a JSON object; resume from another checkpoint.")
     return data
@@ -182,7 +189,9 @@ def verify_checkpoint(path: Path) -> dict:
         if not f.exists():
             raise CheckpointError(f"Checkpoint {str(path)!r} is missing {name}; resume from another checkpoint.")
         if not isinstance(meta, dict) or "size" not in meta or "sha256" not in meta:
-            raise CheckpointError(f"Checkpoint file {str(path / MANIFEST)!r} is damaged (entry {name!r}); resume from another checkpoint.")
+            raise CheckpointError(
+                f"Checkpoint file {str(path / MANIFEST)!r} is damaged (entry {name!r}); resume from another checkpoint."
+            )
         if f.stat().st_size != meta["size"]:
             raise CheckpointError(
                 f"Checkpoint file {str(f)!r} is truncated or changed ({f.stat().st_size} bytes, expected {meta['size']}); "

@@ -35,8 +35,9 @@ def lr_lambda(kind: str, warmup_steps: int, total_steps: int, min_ratio: float):
 
 def build_adamw(model, args, learning_rate: float) -> torch.optim.AdamW:
     """The one AdamW of the package: the run's betas and eps, decay on matrices only."""
-    return torch.optim.AdamW(param_groups(model, args.weight_decay), lr=learning_rate,
-                             betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+    return torch.optim.AdamW(
+        param_groups(model, args.weight_decay), lr=learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+    )
 
 
 class SchedulerGroup:
@@ -77,10 +78,21 @@ def build_zeroth_order(model, args, learning_rate: float, process_index: int = 0
     from .zeroth_order import ZerothOrderOptimizer
 
     return ZerothOrderOptimizer(
-        param_groups(model, args.weight_decay), lr=learning_rate, eps=args.zo_eps, num_directions=args.zo_num_directions,
-        difference=args.zo_difference, adaptive_eps=args.zo_adaptive_eps, tensor_fraction=args.zo_tensor_fraction,
-        momentum=args.zo_momentum, clip=args.zo_clip, line_search=args.zo_line_search, batched=args.zo_batched,
-        seed=args.seed, process_index=process_index, num_processes=num_processes)
+        param_groups(model, args.weight_decay),
+        lr=learning_rate,
+        eps=args.zo_eps,
+        num_directions=args.zo_num_directions,
+        difference=args.zo_difference,
+        adaptive_eps=args.zo_adaptive_eps,
+        tensor_fraction=args.zo_tensor_fraction,
+        momentum=args.zo_momentum,
+        clip=args.zo_clip,
+        line_search=args.zo_line_search,
+        batched=args.zo_batched,
+        seed=args.seed,
+        process_index=process_index,
+        num_processes=num_processes,
+    )
 
 
 def build_optimizers(model, args, total_steps: int, accelerator) -> tuple[list, object]:
@@ -102,15 +114,26 @@ def optimizer_card_section(args) -> str:
     """Markdown for the model card when the run did not train by backprop alone."""
     if args.optim != "zeroth_order":
         return ""
-    how = (f"{args.zo_difference} differences along {args.zo_num_directions} random direction(s) per micro-batch, "
-           f"eps {args.zo_eps:g}{' scaled to each tensor' + chr(39) + 's RMS' if args.zo_adaptive_eps else ''}")
-    extra = [f"{args.zo_tensor_fraction:.0%} of the tensors per step" if args.zo_tensor_fraction < 1 else "",
-             f"EMA {args.zo_momentum:g}" if args.zo_momentum else "", f"clip {args.zo_clip:g}" if args.zo_clip else "",
-             "line search" if args.zo_line_search else ""]
-    text = (f"\n## Zeroth-order training\n\nTrained with forward passes only (SPSA / MeZO, Malladi et al. 2023): "
-            f"{how}; {', '.join(e for e in extra if e) or 'no other options'}; learning rate {args.learning_rate:g}.\n")
+    how = (
+        f"{args.zo_difference} differences along {args.zo_num_directions} random direction(s) per micro-batch, "
+        f"eps {args.zo_eps:g}{' scaled to each tensor' + chr(39) + 's RMS' if args.zo_adaptive_eps else ''}"
+    )
+    extra = [
+        f"{args.zo_tensor_fraction:.0%} of the tensors per step" if args.zo_tensor_fraction < 1 else "",
+        f"EMA {args.zo_momentum:g}" if args.zo_momentum else "",
+        f"clip {args.zo_clip:g}" if args.zo_clip else "",
+        "line search" if args.zo_line_search else "",
+    ]
+    text = (
+        f"\n## Zeroth-order training\n\nTrained with forward passes only (SPSA / MeZO, Malladi et al. 2023): "
+        f"{how}; {', '.join(e for e in extra if e) or 'no other options'}; learning rate {args.learning_rate:g}.\n"
+    )
     if args.zo_hybrid != "none":
-        first, second = ("zeroth-order", "AdamW backprop") if args.zo_hybrid == "zo_then_backprop" else ("AdamW backprop", "zeroth-order")
-        text += (f"Hybrid schedule: {first} for the first {args.zo_switch_step} steps, then {second} "
-                 f"(AdamW at learning rate {args.backprop_learning_rate:g}).\n")
+        first, second = (
+            ("zeroth-order", "AdamW backprop") if args.zo_hybrid == "zo_then_backprop" else ("AdamW backprop", "zeroth-order")
+        )
+        text += (
+            f"Hybrid schedule: {first} for the first {args.zo_switch_step} steps, then {second} "
+            f"(AdamW at learning rate {args.backprop_learning_rate:g}).\n"
+        )
     return text

@@ -102,8 +102,10 @@ def describe_data(data_args, reports) -> tuple[str | None, str]:
     else:
         source = f"{name.split('/')[-1]} ({name})"
     if reports:
-        return name, (f"{source}: {reports['train'].tokens:,} training tokens in {reports['train'].documents:,} documents, "
-                      f"validation {reports['validation'].tokens:,} tokens")
+        return name, (
+            f"{source}: {reports['train'].tokens:,} training tokens in {reports['train'].documents:,} documents, "
+            f"validation {reports['validation'].tokens:,} tokens"
+        )
     return name, f"{source} (streamed)"
 
 
@@ -133,6 +135,7 @@ class ActivationNorms:
                 h = output[0] if isinstance(output, tuple) else output
                 self.sums[i] = self.sums.get(i, 0.0) + h.detach().float().pow(2).mean().sqrt()
                 self.counts[i] = self.counts.get(i, 0) + 1
+
         return record
 
     def pop(self) -> dict:

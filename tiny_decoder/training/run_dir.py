@@ -12,10 +12,27 @@ from pathlib import Path
 
 # What scripts/train.py (and distill.py, prune.py) write into output_dir (save_pretrained of model and tokenizer included).
 RUN_FILES = {
-    "tokenizer", "metrics.jsonl", "loss_curve.png", "README.md", "config.json", "generation_config.json",
-    "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-    "configuration_tiny_decoder.py", "modeling_tiny_decoder.py", "positions.py", "norms.py", "residuals.py",
-    "linear_attention.py", "early_exit.py", "tiny-decoder", ".final.tmp", "prune_report.json",
+    "tokenizer",
+    "metrics.jsonl",
+    "loss_curve.png",
+    "README.md",
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "configuration_tiny_decoder.py",
+    "modeling_tiny_decoder.py",
+    "positions.py",
+    "norms.py",
+    "residuals.py",
+    "linear_attention.py",
+    "early_exit.py",
+    "tiny-decoder",
+    ".final.tmp",
+    "prune_report.json",
 }
 _RUN_PATTERN = re.compile(r"^checkpoint-\d+(\.tmp)?$")
 # Left by a run that stopped before its first checkpoint (a bad argument, Ctrl-C during data

@@ -7,6 +7,7 @@ from .optimizers import SchedulerGroup
 # The loop calls `steps.at(step)(model, objective, batch)` inside `accelerator.accumulate`; the
 # optimizer's own step runs at the end of an accumulation (accelerate skips it before).
 
+
 class BackpropStep:
     """Loss, backward, clipping at the accumulation's end, optimizer step."""
 
@@ -81,8 +82,10 @@ def build_steps(args, accelerator, optimizers, scheduler) -> Steps:
     """The micro-batch rule(s) for the prepared optimizers of build_optimizers."""
     from .zeroth_order import ZerothOrderOptimizer
 
-    rules = [ZerothOrderStep(accelerator, o) if isinstance(getattr(o, "optimizer", o), ZerothOrderOptimizer)
-             else BackpropStep(accelerator, o, args.max_grad_norm) for o in optimizers]
+    rules = [
+        ZerothOrderStep(accelerator, o)
+        if isinstance(getattr(o, "optimizer", o), ZerothOrderOptimizer)
+        else BackpropStep(accelerator, o, args.max_grad_norm)
+        for o in optimizers
+    ]
     return Steps(rules, args.zo_switch_step, scheduler)
-
-

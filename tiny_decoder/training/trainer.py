@@ -43,8 +43,16 @@ from .checkpoint import install_state_hooks, list_checkpoints, resolve_checkpoin
 from .interrupts import StopRequest, TrainingInterrupted, resume_command
 from .objectives import CausalLMObjective
 from .optimizers import build_optimizers, lr_lambda, optimizer_card_section
-from .report import (ActivationNorms, LogWindow, MetricsLog, describe_data, describe_hardware, device_peak_flops,
-                     flops_per_token, plot_loss_curve)
+from .report import (
+    ActivationNorms,
+    LogWindow,
+    MetricsLog,
+    describe_data,
+    describe_hardware,
+    device_peak_flops,
+    flops_per_token,
+    plot_loss_curve,
+)
 from .run_dir import check_output_dir, clear_run, save_atomically
 from .state import TrainState
 from .steps import build_steps
@@ -76,9 +84,11 @@ class Trainer:
         self.command = command
         check_model_sources(model_args)
         self.accelerator = Accelerator(
-            cpu=args.use_cpu, mixed_precision=args.mixed_precision,
+            cpu=args.use_cpu,
+            mixed_precision=args.mixed_precision,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
-            log_with=None if args.report_to == "none" else args.report_to, project_dir=args.output_dir,
+            log_with=None if args.report_to == "none" else args.report_to,
+            project_dir=args.output_dir,
         )
         self.main = self.accelerator.is_main_process
         self.say = self.accelerator.print
@@ -107,8 +117,14 @@ class Trainer:
     def train(self) -> dict:
         """Optimizer steps until the schedule ends, time runs out or Ctrl-C; then `finish()`."""
         if self._finished_already():
-            return {"step": self.state.step, "tokens": self.state.tokens, "eval_loss": None, "minutes": 0.0,
-                    "params": self.n_params, "finished_already": True}
+            return {
+                "step": self.state.step,
+                "tokens": self.state.tokens,
+                "eval_loss": None,
+                "minutes": 0.0,
+                "params": self.n_params,
+                "finished_already": True,
+            }
         self._begin()
         with StopRequest() as self.stop:
             try:
@@ -118,8 +134,9 @@ class Trainer:
                     raise
                 saved = list_checkpoints(self.args.output_dir)
                 where = f"the last checkpoint is {saved[-1]}" if saved else "no checkpoint was written yet"
-                raise TrainingInterrupted(f"interrupted at step {self.state.step}; {where}. "
-                                          f"Resume with: {resume_command(self.command)}") from None
+                raise TrainingInterrupted(
+                    f"interrupted at step {self.state.step}; {where}. Resume with: {resume_command(self.command)}"
+                ) from None
         return self.finish(eval_loss)
 
     def _steps(self) -> float | None:
@@ -165,8 +182,9 @@ class Trainer:
         return mean_loss(model, self.eval_dl, accelerator=acc, max_batches=self.args.max_eval_batches)
 
     def save_checkpoint(self) -> Path:
-        ckpt = save_checkpoint(self.accelerator, self.args.output_dir, self.state.state_dict(), self.args.save_total_limit,
-                               model=self.model)
+        ckpt = save_checkpoint(
+            self.accelerator, self.args.output_dir, self.state.state_dict(), self.args.save_total_limit, model=self.model
+        )
         if self.args.push_to_hub and self.args.hub_strategy == "checkpoint" and self.main:
             push_checkpoint(ckpt, self.args)
         return ckpt
@@ -177,10 +195,11 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
         if self.stopped:
-            raise TrainingInterrupted(f"stopped by Ctrl-C at step {state.step}; checkpoint-{state.step} holds it. "
-                                      f"Resume with: {resume_command(self.command)}")
-        result = {"step": state.step, "tokens": state.tokens, "eval_loss": eval_loss, "minutes": minutes,
-                  "params": self.n_params}
+            raise TrainingInterrupted(
+                f"stopped by Ctrl-C at step {state.step}; checkpoint-{state.step} holds it. "
+                f"Resume with: {resume_command(self.command)}"
+            )
+        result = {"step": state.step, "tokens": state.tokens, "eval_loss": eval_loss, "minutes": minutes, "params": self.n_params}
         if not self.main:
             return result
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
@@ -193,8 +212,10 @@ class Trainer:
         card = self._model_card(model, samples, eval_loss, minutes)
         (self.out_dir / "README.md.tmp").write_text(card)
         (self.out_dir / "README.md.tmp").replace(self.out_dir / "README.md")
-        self.say(f"\nsaved model, tokenizer, model card and loss curve to {self.out_dir}; validation loss {eval_loss:.4f} "
-                 f"after {state.step} steps, {state.tokens:,} tokens, {minutes:.1f} min")
+        self.say(
+            f"\nsaved model, tokenizer, model card and loss curve to {self.out_dir}; validation loss {eval_loss:.4f} "
+            f"after {state.step} steps, {state.tokens:,} tokens, {minutes:.1f} min"
+        )
         if self.args.push_to_hub:
             push_model(model, self.tokenizer, card, self.args)
         result["samples"] = samples
@@ -246,12 +267,16 @@ class Trainer:
             model = AutoModelForCausalLM.from_pretrained(margs.model_name_or_path, attn_implementation=margs.attn_implementation)
             self.objective.prepare(model, tokenizer, self.accelerator, compile=self.args.torch_compile)  # may grow the vocabulary
             if model.config.vocab_size < len(tokenizer):
-                raise ValueError(f"The tokenizer has {len(tokenizer)} tokens but {margs.model_name_or_path!r} only "
-                                 f"{model.config.vocab_size} embeddings; use the model's own tokenizer.")
+                raise ValueError(
+                    f"The tokenizer has {len(tokenizer)} tokens but {margs.model_name_or_path!r} only "
+                    f"{model.config.vocab_size} embeddings; use the model's own tokenizer."
+                )
             context = getattr(model.config, "max_position_embeddings", None)
             if context is not None and block_size > context:
-                raise ValueError(f"block_size={block_size} is longer than {margs.model_name_or_path!r}'s "
-                                 f"context (max_position_embeddings={context}); pass --block_size {context} or less.")
+                raise ValueError(
+                    f"block_size={block_size} is longer than {margs.model_name_or_path!r}'s "
+                    f"context (max_position_embeddings={context}); pass --block_size {context} or less."
+                )
         else:
             config = build_config(margs, tokenizer, block_size)
             model = TinyDecoderForCausalLM._from_config(config, attn_implementation=margs.attn_implementation)
@@ -261,8 +286,10 @@ class Trainer:
             self.say(f"warning: {self.resume_from} was trained with {self.state.objective}; this run uses {signature}")
         self.state.objective = signature
         c = model.config
-        self.say(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {c.num_hidden_layers} "
-                 f"layers, hidden {c.hidden_size}, {c.position_embedding}/{c.norm}/{c.hidden_act}")
+        self.say(
+            f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {c.num_hidden_layers} "
+            f"layers, hidden {c.hidden_size}, {c.position_embedding}/{c.norm}/{c.hidden_act}"
+        )
         return model
 
     def _build_loaders(self):
@@ -270,11 +297,21 @@ class Trainer:
         RNG, so a resumed run's dropout masks would differ from an uninterrupted run's."""
         args, objective, blocks = self.args, self.objective, self.datasets
         sampler = None if self.data_args.streaming else EpochSampler(len(blocks["train"]), args.seed)
-        train_dl = DataLoader(blocks["train"], batch_size=args.per_device_train_batch_size, sampler=sampler,
-                              collate_fn=objective.collate, drop_last=True, num_workers=args.dataloader_num_workers,
-                              generator=torch.Generator().manual_seed(args.seed))
-        eval_dl = DataLoader(blocks["validation"], batch_size=args.per_device_eval_batch_size, collate_fn=objective.collate,
-                             generator=torch.Generator().manual_seed(args.seed))
+        train_dl = DataLoader(
+            blocks["train"],
+            batch_size=args.per_device_train_batch_size,
+            sampler=sampler,
+            collate_fn=objective.collate,
+            drop_last=True,
+            num_workers=args.dataloader_num_workers,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+        eval_dl = DataLoader(
+            blocks["validation"],
+            batch_size=args.per_device_eval_batch_size,
+            collate_fn=objective.collate,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
         return train_dl, eval_dl, sampler
 
     def _count_steps(self) -> tuple[int, int | None]:
@@ -288,8 +325,10 @@ class Trainer:
             n_train = len(self.datasets["train"])
             batches = n_train // args.per_device_train_batch_size // processes  # per process per epoch, drop_last
             if batches == 0:
-                raise ValueError(f"{n_train} training blocks make no full batch of {args.per_device_train_batch_size} "
-                                 f"per process on {processes} process(es); lower --per_device_train_batch_size.")
+                raise ValueError(
+                    f"{n_train} training blocks make no full batch of {args.per_device_train_batch_size} "
+                    f"per process on {processes} process(es); lower --per_device_train_batch_size."
+                )
             per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
             total = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * per_epoch)
         if self.state.planned_total_steps and self.state.planned_from == total and args.max_train_minutes:
@@ -310,8 +349,10 @@ class Trainer:
     def _finished_already(self) -> bool:
         if self.resume_from is None or self.state.step < self.total_steps:
             return False
-        self.say(f"{self.resume_from} is at step {self.state.step}, and this run has {self.total_steps} steps: it is "
-                 f"finished, nothing to do. To train longer, resume with a larger --max_steps (or --num_train_epochs).")
+        self.say(
+            f"{self.resume_from} is at step {self.state.step}, and this run has {self.total_steps} steps: it is "
+            f"finished, nothing to do. To train longer, resume with a larger --max_steps (or --num_train_epochs)."
+        )
         self.accelerator.end_training()
         return True
 
@@ -321,15 +362,21 @@ class Trainer:
         if self.resume_from is not None:
             acc.load_state(str(self.resume_from))
             self.say(f"resumed from {self.resume_from} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})")
-        self.tokens_per_step = data_args.block_size * args.per_device_train_batch_size * args.gradient_accumulation_steps * acc.num_processes
+        self.tokens_per_step = (
+            data_args.block_size * args.per_device_train_batch_size * args.gradient_accumulation_steps * acc.num_processes
+        )
         self.flops_per_token = flops_per_token(self.n_params, self.model_config, data_args.block_size)
         self.peak_flops = device_peak_flops(acc.device)
-        self.log = MetricsLog(args.output_dir, enabled=self.main, resume_step=state.step if self.resume_from is not None else None)
+        self.log = MetricsLog(
+            args.output_dir, enabled=self.main, resume_step=state.step if self.resume_from is not None else None
+        )
         if args.report_to != "none":
             values = {**vars(args), **vars(data_args), **self.model_config.to_dict()}
             acc.init_trackers("tiny-decoder", config={k: v for k, v in values.items() if isinstance(v, (int, float, str, bool))})
-        self.say(f"training {self.total_steps} steps ({self.steps_per_epoch or '?'} per epoch), {self.tokens_per_step:,} tokens "
-                 f"per step, {acc.num_processes} process(es) on {acc.device}, precision {args.mixed_precision}")
+        self.say(
+            f"training {self.total_steps} steps ({self.steps_per_epoch or '?'} per epoch), {self.tokens_per_step:,} tokens "
+            f"per step, {acc.num_processes} process(es) on {acc.device}, precision {args.mixed_precision}"
+        )
         self.forwards_before, self.stopped, self.calibration = state.forward_passes, False, None
         self.t_start = time.time()
         self.window = LogWindow(acc.device, self.t_start)
@@ -381,22 +428,32 @@ class Trainer:
         acc, args, state = self.accelerator, self.args, self.state
         now, (step0, t0) = time.time(), self.calibration
         per_step = (now - t0) / (state.step - step0)
-        eval_tokens = 0 if self.data_args.streaming else (
-            min(len(self.datasets["validation"]), (args.max_eval_batches or 10**9) * args.per_device_eval_batch_size)
-            * self.data_args.block_size)
+        eval_tokens = (
+            0
+            if self.data_args.streaming
+            else (
+                min(len(self.datasets["validation"]), (args.max_eval_batches or 10**9) * args.per_device_eval_batch_size)
+                * self.data_args.block_size
+            )
+        )
         eval_s = eval_tokens / (3 * self.tokens_per_step / per_step)  # a forward costs about a third of a training step
-        planned = plan_total_steps(state.step, self.total_steps, now - self.t_start, per_step, args.max_train_minutes * 60,
-                                   args.eval_steps, eval_s)
+        planned = plan_total_steps(
+            state.step, self.total_steps, now - self.t_start, per_step, args.max_train_minutes * 60, args.eval_steps, eval_s
+        )
         if acc.num_processes > 1:  # every process must take the same number of steps
             # accelerate's reduce has no "min" (it would sum): take the max of the negated plans
             planned = -int(acc.reduce(torch.tensor([-planned], device=acc.device), reduction="max").item())
         state.planned_total_steps, state.planned_from = planned, self.total_steps
         if planned < self.total_steps:
-            self.scheduler.lr_lambdas = [lr_lambda(args.lr_scheduler_type, args.warmup_steps, planned, args.min_lr_ratio)
-                                         for _ in self.scheduler.lr_lambdas]
+            self.scheduler.lr_lambdas = [
+                lr_lambda(args.lr_scheduler_type, args.warmup_steps, planned, args.min_lr_ratio)
+                for _ in self.scheduler.lr_lambdas
+            ]
             self.bar.total = planned
-            self.bar.write(f"max_train_minutes={args.max_train_minutes}: at {per_step:.2f} s per step, {planned} of "
-                           f"{self.total_steps} steps fit; the learning-rate schedule now ends at step {planned}")
+            self.bar.write(
+                f"max_train_minutes={args.max_train_minutes}: at {per_step:.2f} s per step, {planned} of "
+                f"{self.total_steps} steps fit; the learning-rate schedule now ends at step {planned}"
+            )
         self.total_steps = planned
 
     def _training_metrics(self) -> dict:
@@ -404,13 +461,22 @@ class Trainer:
         now, window = time.time(), self.window
         tokens_per_s = self.tokens_per_step * window.steps / max(now - window.since, 1e-9)
         loss, extras = window.pop(self.accelerator, now)
-        record = {"loss": loss, "lr": self.scheduler.get_last_lr()[0], "tokens": self.state.tokens,
-                  "tokens_per_s": tokens_per_s, **extras}
+        record = {
+            "loss": loss,
+            "lr": self.scheduler.get_last_lr()[0],
+            "tokens": self.state.tokens,
+            "tokens_per_s": tokens_per_s,
+            **extras,
+        }
         record.update(self.steps.pop_stats(), **(self.norms.pop() if self.norms is not None else {}))
         if self.peak_flops:
             record["mfu"] = record["tokens_per_s"] * self.flops_per_token / (self.peak_flops * self.accelerator.num_processes)
-        self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{record['lr']:.2e}", tok_s=f"{tokens_per_s:.0f}",
-                             **({"mfu": f"{record['mfu']:.1%}"} if self.peak_flops else {}))
+        self.bar.set_postfix(
+            loss=f"{loss:.3f}",
+            lr=f"{record['lr']:.2e}",
+            tok_s=f"{tokens_per_s:.0f}",
+            **({"mfu": f"{record['mfu']:.1%}"} if self.peak_flops else {}),
+        )
         return record
 
     def _write(self, record: dict):
@@ -423,26 +489,46 @@ class Trainer:
     def _samples(self, model) -> list[str]:
         """The run's sample texts from the objective's prompt (a story after an EOS, or a chat answer)."""
         prompt = self.objective.prompt_ids(self.tokenizer, self.args.sample_prompt)
-        return sample_texts(model, self.tokenizer, [prompt] * self.args.num_samples, self.args.max_new_tokens,
-                            seed=self.args.seed, include_prompt=self.objective.samples_include_prompt)
+        return sample_texts(
+            model,
+            self.tokenizer,
+            [prompt] * self.args.num_samples,
+            self.args.max_new_tokens,
+            seed=self.args.seed,
+            include_prompt=self.objective.samples_include_prompt,
+        )
 
     def _model_card(self, model, samples: list[str], eval_loss: float, minutes: float) -> str:
         args, state, tok_args = self.args, self.state, self.tok_args
         dataset_name, dataset_desc = describe_data(self.data_args, self.reports)
-        return render_model_card(model.config, {
-            "repo": args.hub_model_id or args.output_dir,
-            "local": not args.hub_model_id,
-            "title": (args.hub_model_id or self.out_dir.resolve().name).split("/")[-1],
-            "dataset_name": dataset_name,
-            "dataset_desc": dataset_desc,
-            "tokenizer_desc": tok_args.tokenizer_name or f"byte-level BPE, {len(self.tokenizer)} tokens, trained on the training split",
-            "steps": state.step, "tokens": state.tokens, "batch_tokens": self.tokens_per_step,
-            "learning_rate": args.learning_rate, "lr_scheduler_type": args.lr_scheduler_type, "warmup_steps": args.warmup_steps,
-            "mixed_precision": "fp32" if args.mixed_precision == "no" else args.mixed_precision,
-            "hardware": describe_hardware(self.accelerator),
-            "minutes": minutes, "eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50)),
-            "command": self.command or " ".join(sys.argv), "prompt": args.sample_prompt, "seed": args.seed,
-            "samples": samples, "params": self.n_params, "method": self.objective.card_section() + optimizer_card_section(args),
-            "base_model": self.model_args.model_name_or_path,
-            "tags": self.objective.tags + (("zeroth-order",) if args.optim == "zeroth_order" else ()),
-        })
+        return render_model_card(
+            model.config,
+            {
+                "repo": args.hub_model_id or args.output_dir,
+                "local": not args.hub_model_id,
+                "title": (args.hub_model_id or self.out_dir.resolve().name).split("/")[-1],
+                "dataset_name": dataset_name,
+                "dataset_desc": dataset_desc,
+                "tokenizer_desc": tok_args.tokenizer_name
+                or f"byte-level BPE, {len(self.tokenizer)} tokens, trained on the training split",
+                "steps": state.step,
+                "tokens": state.tokens,
+                "batch_tokens": self.tokens_per_step,
+                "learning_rate": args.learning_rate,
+                "lr_scheduler_type": args.lr_scheduler_type,
+                "warmup_steps": args.warmup_steps,
+                "mixed_precision": "fp32" if args.mixed_precision == "no" else args.mixed_precision,
+                "hardware": describe_hardware(self.accelerator),
+                "minutes": minutes,
+                "eval_loss": eval_loss,
+                "eval_ppl": math.exp(min(eval_loss, 50)),
+                "command": self.command or " ".join(sys.argv),
+                "prompt": args.sample_prompt,
+                "seed": args.seed,
+                "samples": samples,
+                "params": self.n_params,
+                "method": self.objective.card_section() + optimizer_card_section(args),
+                "base_model": self.model_args.model_name_or_path,
+                "tags": self.objective.tags + (("zeroth-order",) if args.optim == "zeroth_order" else ()),
+            },
+        )

@@ -67,10 +67,23 @@ class ZerothOrderOptimizer(torch.optim.Optimizer):
     the learning-rate scheduler acts on them as usual.
     """
 
-    def __init__(self, params, lr: float, eps: float = 1e-3, num_directions: int = 1, difference: str = "central",
-                 adaptive_eps: bool = False, tensor_fraction: float = 1.0, momentum: float = 0.0, clip: float = 0.0,
-                 line_search: bool = False, batched: bool = False, seed: int = 0, process_index: int = 0,
-                 num_processes: int = 1):
+    def __init__(
+        self,
+        params,
+        lr: float,
+        eps: float = 1e-3,
+        num_directions: int = 1,
+        difference: str = "central",
+        adaptive_eps: bool = False,
+        tensor_fraction: float = 1.0,
+        momentum: float = 0.0,
+        clip: float = 0.0,
+        line_search: bool = False,
+        batched: bool = False,
+        seed: int = 0,
+        process_index: int = 0,
+        num_processes: int = 1,
+    ):
         if difference not in ("central", "forward"):
             raise ValueError(f"difference={difference!r}: choose 'central' or 'forward'.")
         super().__init__(params, dict(lr=lr, weight_decay=0.0, zo_step=0))
@@ -106,8 +119,10 @@ class ZerothOrderOptimizer(torch.optim.Optimizer):
             self._active = sorted(torch.randperm(n, generator=g)[:k].tolist())
         else:
             self._active = list(range(n))
-        self._scales = {t: (max(self._params[t].detach().float().pow(2).mean().sqrt().item(), 1e-3)
-                            if self.adaptive_eps else 1.0) for t in self._active}
+        self._scales = {
+            t: (max(self._params[t].detach().float().pow(2).mean().sqrt().item(), 1e-3) if self.adaptive_eps else 1.0)
+            for t in self._active
+        }
 
     def direction(self, t: int, j: int) -> torch.Tensor:
         """u_j for tensor t at the current step: s_t * z, z drawn from the seed of (step, j, t)."""
@@ -123,8 +138,11 @@ class ZerothOrderOptimizer(torch.optim.Optimizer):
         active = set(self._active)
         owned = {}
         for module in model.modules():
-            slots = [(name, p) for name, p in module._parameters.items()
-                     if p is not None and id(p) in self._index and self._index[id(p)] in active]
+            slots = [
+                (name, p)
+                for name, p in module._parameters.items()
+                if p is not None and id(p) in self._index and self._index[id(p)] in active
+            ]
             if slots:
                 owned[module] = slots
 
@@ -168,8 +186,11 @@ class ZerothOrderOptimizer(torch.optim.Optimizer):
             plus, minus = self._batched_losses(model, loss_fn, js)
         else:
             plus = torch.stack([self._loss_at(model, loss_fn, lambda t, j=j: eps * self.direction(t, j)) for j in js])
-            minus = (torch.stack([self._loss_at(model, loss_fn, lambda t, j=j: -eps * self.direction(t, j)) for j in js])
-                     if base is None else None)
+            minus = (
+                torch.stack([self._loss_at(model, loss_fn, lambda t, j=j: -eps * self.direction(t, j)) for j in js])
+                if base is None
+                else None
+            )
         if base is None:
             coeff, diff, loss = (plus - minus) / (2 * eps), (plus - minus).abs(), ((plus + minus) / 2).mean()
         else:
@@ -190,13 +211,14 @@ class ZerothOrderOptimizer(torch.optim.Optimizer):
         for t in self._active:
             p = self._params[t].detach()
             stacked["model." + names[id(self._params[t])]] = torch.stack(
-                [p + s * self.eps * self.direction(t, j) for s, j in zip(signs, probes)])
+                [p + s * self.eps * self.direction(t, j) for s, j in zip(signs, probes)]
+            )
         wrapper = _LossOf(model, loss_fn)
         self.forward_passes += len(probes)
         with warnings.catch_warnings():  # CPU SDPA has no batching rule: vmap loops over it (right, but slower)
             warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented")
             losses = _scalar(vmap(lambda w: functional_call(wrapper, w, ()), randomness="same")(stacked))
-        return losses[: len(js)], (losses[len(js):] if self.difference == "central" else None)
+        return losses[: len(js)], (losses[len(js) :] if self.difference == "central" else None)
 
     # ------------------------------------------------------------------ the update
     def _gathered(self):
@@ -249,10 +271,15 @@ class ZerothOrderOptimizer(torch.optim.Optimizer):
             sq += float(d.float().pow(2).sum())
             if factor:
                 p.add_(self._update(t, d, factor))
-        self._record(zo_grad_norm=math.sqrt(sq), zo_proj_grad=float(coeffs.abs().mean()),
-                     zo_proj_std=float(coeffs.std()) if len(coeffs) > 1 else 0.0, zo_loss_diff=float(diffs.mean()),
-                     zo_eps=self.eps * sum(self._scales.values()) / len(self._scales), zo_step_factor=factor,
-                     zo_tensors=len(self._active))
+        self._record(
+            zo_grad_norm=math.sqrt(sq),
+            zo_proj_grad=float(coeffs.abs().mean()),
+            zo_proj_std=float(coeffs.std()) if len(coeffs) > 1 else 0.0,
+            zo_loss_diff=float(diffs.mean()),
+            zo_eps=self.eps * sum(self._scales.values()) / len(self._scales),
+            zo_step_factor=factor,
+            zo_tensors=len(self._active),
+        )
         for g in self.param_groups:
             g["zo_step"] += 1
         self._reset_step()

@@ -45,8 +45,9 @@ class CausalLMObjective:
 
     def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(loss to backpropagate, extra scalars to log, e.g. {"ce": ..., "kl": ...})."""
-        out = model(input_ids=batch["input_ids"], labels=batch["labels"], attention_mask=batch.get("attention_mask"),
-                    use_cache=False)
+        out = model(
+            input_ids=batch["input_ids"], labels=batch["labels"], attention_mask=batch.get("attention_mask"), use_cache=False
+        )
         return out.loss, {}
 
     def signature(self) -> dict:

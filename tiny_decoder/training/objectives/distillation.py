@@ -29,8 +29,9 @@ TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16
 
 @dataclass
 class DistillationArguments:
-    teacher_name_or_path: str | None = field(default=None, metadata={"help": "The teacher: a causal LM folder or Hub name that "
-                                                                      "uses the student's tokenizer."})
+    teacher_name_or_path: str | None = field(
+        default=None, metadata={"help": "The teacher: a causal LM folder or Hub name that uses the student's tokenizer."}
+    )
     alpha: float = field(default=0.5, metadata={"help": "Weight of the distillation term; 1 - alpha weighs CE on the labels."})
     temperature: float = field(default=1.0, metadata={"help": "Softmax temperature T for both teacher and student."})
     divergence: str = field(default="forward_kl", metadata={"help": f"One of {list(DIVERGENCES)}."})
@@ -66,8 +67,9 @@ def divergence_per_token(student_logits, teacher_logits, temperature=1.0, diverg
     raise ValueError(f"divergence={divergence!r} is not supported; choose one of {list(DIVERGENCES)}.")
 
 
-def distillation_divergence(student_logits, teacher_logits, labels, attention_mask=None, temperature=1.0,
-                            divergence="forward_kl", beta=0.5) -> torch.Tensor:
+def distillation_divergence(
+    student_logits, teacher_logits, labels, attention_mask=None, temperature=1.0, divergence="forward_kl", beta=0.5
+) -> torch.Tensor:
     """Mean divergence over the positions whose next-token label counts (the ones CE averages over)."""
     keep = labels[:, 1:] != -100  # logits at i predict token i + 1
     if attention_mask is not None:
@@ -92,8 +94,9 @@ def check_same_vocabulary(teacher, teacher_name: str, student_config, tokenizer)
     """Refuse a teacher whose token ids mean something else than the student's: KD compares distributions id by id."""
     problems = []
     if teacher.config.vocab_size != student_config.vocab_size:
-        problems.append(f"the teacher has {teacher.config.vocab_size} output logits (vocab_size) and the student "
-                        f"{student_config.vocab_size}")
+        problems.append(
+            f"the teacher has {teacher.config.vocab_size} output logits (vocab_size) and the student {student_config.vocab_size}"
+        )
     teacher_tok = None
     try:
         from transformers import AutoTokenizer
@@ -102,17 +105,21 @@ def check_same_vocabulary(teacher, teacher_name: str, student_config, tokenizer)
     except (OSError, ValueError):  # a folder without a tokenizer: compare the config's special ids only
         pass
     if teacher_tok is not None and teacher_tok.get_vocab() != tokenizer.get_vocab():
-        problems.append(f"the teacher's tokenizer has {len(teacher_tok)} tokens and the student's {len(tokenizer)}"
-                        + (", with different ids" if len(teacher_tok) == len(tokenizer) else ""))
+        problems.append(
+            f"the teacher's tokenizer has {len(teacher_tok)} tokens and the student's {len(tokenizer)}"
+            + (", with different ids" if len(teacher_tok) == len(tokenizer) else "")
+        )
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
         t_id = getattr(teacher_tok, name) if teacher_tok is not None else getattr(teacher.config, name, None)
         s_id = getattr(tokenizer, name)
         if t_id is not None and s_id is not None and t_id != s_id:
             problems.append(f"{name} is {t_id} for the teacher and {s_id} for the student")
     if problems:
-        raise ValueError(f"teacher {teacher_name!r} does not share the student's vocabulary: {'; '.join(problems)}. "
-                         f"Distillation compares next-token distributions id by id; train the student with the teacher's "
-                         f"tokenizer (--tokenizer_name {teacher_name}).")
+        raise ValueError(
+            f"teacher {teacher_name!r} does not share the student's vocabulary: {'; '.join(problems)}. "
+            f"Distillation compares next-token distributions id by id; train the student with the teacher's "
+            f"tokenizer (--tokenizer_name {teacher_name})."
+        )
 
 
 class DistillationObjective(CausalLMObjective):
@@ -128,8 +135,14 @@ class DistillationObjective(CausalLMObjective):
 
     @classmethod
     def from_args(cls, args: DistillationArguments):
-        return cls(load_teacher(args.teacher_name_or_path, args.teacher_dtype), args.teacher_name_or_path, args.alpha,
-                   args.temperature, args.divergence, args.jsd_beta)
+        return cls(
+            load_teacher(args.teacher_name_or_path, args.teacher_dtype),
+            args.teacher_name_or_path,
+            args.alpha,
+            args.temperature,
+            args.divergence,
+            args.jsd_beta,
+        )
 
     def prepare(self, model, tokenizer, accelerator=None, compile: bool = False) -> None:
         check_same_vocabulary(self.teacher, self.teacher_name, model.config, tokenizer)
@@ -139,38 +152,58 @@ class DistillationObjective(CausalLMObjective):
             self._divergence = torch.compile(distillation_divergence)
 
     def __call__(self, model, batch):
-        out = model(input_ids=batch["input_ids"], labels=batch["labels"], attention_mask=batch.get("attention_mask"),
-                    use_cache=False)
+        out = model(
+            input_ids=batch["input_ids"], labels=batch["labels"], attention_mask=batch.get("attention_mask"), use_cache=False
+        )
         with torch.no_grad():
-            teacher_logits = self.teacher(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                                          use_cache=False).logits
-        kl = self._divergence(out.logits, teacher_logits, batch["labels"], batch.get("attention_mask"),
-                                     self.temperature, self.divergence, self.beta)
+            teacher_logits = self.teacher(
+                input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
+            ).logits
+        kl = self._divergence(
+            out.logits, teacher_logits, batch["labels"], batch.get("attention_mask"), self.temperature, self.divergence, self.beta
+        )
         loss = self.alpha * self.temperature**2 * kl + (1 - self.alpha) * out.loss
         return loss, {"ce": out.loss.detach(), "kl": kl.detach()}
 
     def signature(self) -> dict:
-        return {"objective": self.name, "teacher": self.teacher_name, "alpha": self.alpha,
-                "temperature": self.temperature, "divergence": self.divergence, "jsd_beta": self.beta}
+        return {
+            "objective": self.name,
+            "teacher": self.teacher_name,
+            "alpha": self.alpha,
+            "temperature": self.temperature,
+            "divergence": self.divergence,
+            "jsd_beta": self.beta,
+        }
 
     def card_section(self) -> str:
         n = sum(p.numel() for p in self.teacher.parameters())
         beta = f" (beta {self.beta})" if self.divergence == "jsd" else ""
-        return ("## Distillation\n\n"
-                f"Trained as a student of `{self.teacher_name}` ({n / 1e6:.2f} M parameters): loss = "
-                f"alpha * T^2 * {self.divergence}{beta}(teacher, student) + (1 - alpha) * CE, with alpha = {self.alpha}, "
-                f"T = {self.temperature}. `metrics.jsonl` logs `ce` and `kl` apart.")
+        return (
+            "## Distillation\n\n"
+            f"Trained as a student of `{self.teacher_name}` ({n / 1e6:.2f} M parameters): loss = "
+            f"alpha * T^2 * {self.divergence}{beta}(teacher, student) + (1 - alpha) * CE, with alpha = {self.alpha}, "
+            f"T = {self.temperature}. `metrics.jsonl` logs `ce` and `kl` apart."
+        )
 
 
 class DistillationTrainer(Trainer):
     """transformers.Trainer with a teacher: `compute_loss` is `DistillationObjective`'s loss.
 
-        trainer = DistillationTrainer(model=student, teacher_model=teacher, alpha=0.5, temperature=2.0,
-                                      args=TrainingArguments(...), train_dataset=...)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, alpha=0.5, temperature=2.0,
+                                  args=TrainingArguments(...), train_dataset=...)
     """
 
-    def __init__(self, *args, teacher_model, alpha=0.5, temperature=1.0, divergence="forward_kl", jsd_beta=0.5,
-                 teacher_name="teacher", **kwargs):
+    def __init__(
+        self,
+        *args,
+        teacher_model,
+        alpha=0.5,
+        temperature=1.0,
+        divergence="forward_kl",
+        jsd_beta=0.5,
+        teacher_name="teacher",
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         teacher_model.eval().requires_grad_(False)
         teacher_model.to(self.args.device)
