@@ -75,63 +75,16 @@ def prune_folder(args: PruneArguments, data_args, command: str) -> dict:
     blocks, _ = build_lm_datasets(data_args, tokenizer, load_raw_dataset(data_args))
     order = torch.randperm(len(blocks["train"]), generator=torch.Generator().manual_seed(args.seed))
     calib = blocks["train"].select(order[: args.calibration_samples].tolist())["input_ids"]
-    batches = [
-        torch.tensor(calib[i : i + args.per_device_eval_batch_size])
-        for i in range(0, len(calib), args.per_device_eval_batch_size)
-    ]
+    size = args.per_device_eval_batch_size
+    batches = [torch.tensor(calib[i : i + size]) for i in range(0, len(calib), size)]
 
     before = measure(model, blocks, tokenizer, args)
-    small, report = prune_model(
-        model,
-        batches,
-        args.target_params,
-        args.hidden_size,
-        args.num_layers,
-        args.num_heads,
-        args.intermediate_size,
-        args.layer_importance,
-    )
+    sizes = (args.hidden_size, args.num_layers, args.num_heads, args.intermediate_size)
+    small, report = prune_model(model, batches, args.target_params, *sizes, args.layer_importance)
     after = measure(small, blocks, tokenizer, args)
-
-    rows = [("parameters", f"{before['params']:,}", f"{after['params']:,}")]
-    rows += [
-        (k, report.before[k], report.after[k])
-        for k in ("num_layers", "hidden_size", "num_heads", "num_key_value_heads", "intermediate_size")
-    ]
-    rows += [
-        ("validation loss", f"{before['val_loss']:.4f}", f"{after['val_loss']:.4f}"),
-        (
-            "generate tokens/s (greedy, batch 1, this machine)",
-            f"{before['generate_tok_s']:.0f}",
-            f"{after['generate_tok_s']:.0f}",
-        ),
-    ]
-    width = max(len(r[0]) for r in rows)
-    print("\n" + "\n".join(f"{name:<{width}}  {str(a):>12}  {str(b):>12}" for name, a, b in [("", "before", "after")] + rows))
-    if "target" in report.before:
-        print(f"target {report.before['target']:,} parameters, reached {after['params']:,}")
-
-    removed = report.describe()
-    notes = []
-    if model.config.norm == "rmsnorm" and report.removed["hidden_channels"]:
-        notes.append("RMSNorm weights were scaled by sqrt(d/d') and norm_eps by d/d' so the kept channels' scale is unchanged.")
-    if model.config.position_embedding == "sinusoidal" and report.removed["hidden_channels"]:
-        notes.append("The sinusoidal positions of the kept channels became a learned table holding the same values.")
-    out = Path(args.output_dir)
-    card = render_pruned_card(
-        small.config,
-        {
-            "repo": args.output_dir,
-            "local": True,
-            "title": out.resolve().name,
-            "source": args.model_name_or_path,
-            "removed": removed,
-            "rows": rows,
-            "importance": f"activation magnitudes (Minitron) for heads, MLP and hidden channels; layers by {args.layer_importance}",
-            "calibration": f"{len(calib)} training blocks of {data_args.block_size} tokens",
-            "notes": " ".join(notes),
-            "command": command,
-        },
+    rows = comparison_rows(before, after, report)
+    card = pruned_card(
+        model.config, small.config, report, rows, args, f"{len(calib)} training blocks of {data_args.block_size} tokens", command
     )
     result = {
         "before": before,
@@ -149,5 +102,49 @@ def prune_folder(args: PruneArguments, data_args, command: str) -> dict:
         clear_run(old)
     small.config.use_cache = True
     save_atomically(args.output_dir, small.save_pretrained, tokenizer.save_pretrained, write_extras)
-    print(f"saved the pruned model, tokenizer, card and prune_report.json to {out}")
+    print(f"saved the pruned model, tokenizer, card and prune_report.json to {args.output_dir}")
     return result
+
+
+def comparison_rows(before: dict, after: dict, report) -> list[tuple]:
+    """(name, before, after) rows, printed as a table and kept for the card."""
+    shape = ("num_layers", "hidden_size", "num_heads", "num_key_value_heads", "intermediate_size")
+    rows = [("parameters", f"{before['params']:,}", f"{after['params']:,}")]
+    rows += [(k, report.before[k], report.after[k]) for k in shape]
+    rows += [
+        ("validation loss", f"{before['val_loss']:.4f}", f"{after['val_loss']:.4f}"),
+        (
+            "generate tokens/s (greedy, batch 1, this machine)",
+            f"{before['generate_tok_s']:.0f}",
+            f"{after['generate_tok_s']:.0f}",
+        ),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print("\n" + "\n".join(f"{name:<{width}}  {str(a):>12}  {str(b):>12}" for name, a, b in [("", "before", "after")] + rows))
+    if "target" in report.before:
+        print(f"target {report.before['target']:,} parameters, reached {after['params']:,}")
+    return rows
+
+
+def pruned_card(config, small_config, report, rows, args, calibration: str, command: str) -> str:
+    notes = []
+    if config.norm == "rmsnorm" and report.removed["hidden_channels"]:
+        notes.append("RMSNorm weights were scaled by sqrt(d/d') and norm_eps by d/d' so the kept channels' scale is unchanged.")
+    if config.position_embedding == "sinusoidal" and report.removed["hidden_channels"]:
+        notes.append("The sinusoidal positions of the kept channels became a learned table holding the same values.")
+    importance = f"activation magnitudes (Minitron) for heads, MLP and hidden channels; layers by {args.layer_importance}"
+    return render_pruned_card(
+        small_config,
+        {
+            "repo": args.output_dir,
+            "local": True,
+            "title": Path(args.output_dir).resolve().name,
+            "source": args.model_name_or_path,
+            "removed": report.describe(),
+            "rows": rows,
+            "importance": importance,
+            "calibration": calibration,
+            "notes": " ".join(notes),
+            "command": command,
+        },
+    )

@@ -23,16 +23,11 @@ RUN_FILES = {
     "tokenizer_config.json",
     "special_tokens_map.json",
     "chat_template.jinja",
-    "configuration_tiny_decoder.py",
-    "modeling_tiny_decoder.py",
-    "positions.py",
-    "norms.py",
-    "residuals.py",
-    "linear_attention.py",
-    "early_exit.py",
     "tiny-decoder",
     ".final.tmp",
     "prune_report.json",
+    # the remote code save_pretrained copies: the files of tiny_decoder/model/
+    *(p.name for p in (Path(__file__).resolve().parents[1] / "model").glob("*.py") if p.name != "__init__.py"),
 }
 _RUN_PATTERN = re.compile(r"^checkpoint-\d+(\.tmp)?$")
 # Left by a run that stopped before its first checkpoint (a bad argument, Ctrl-C during data

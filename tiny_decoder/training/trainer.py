@@ -31,8 +31,8 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from ..data import clean_and_split, format_report
-from ..data.tokenizer import get_tokenizer, load_tokenizer
+from ..data import format_report
+from ..data.tokenizer import load_tokenizer
 from ..evaluation.loss import mean_loss
 from ..evaluation.sampling import sample_texts
 from ..hub import check_hub_access, push_checkpoint, push_model, render_model_card
@@ -247,9 +247,7 @@ class Trainer:
             if tok_dir.exists() and (self.resume_from or not self.main):
                 tokenizer = load_tokenizer(str(tok_dir), data_args.block_size)
             else:
-                train_docs = clean_and_split(raw, data_args)[0]["train"] if not tok_args.tokenizer_name else None
-                tokenizer = get_tokenizer(tok_args, train_docs, data_args.text_column, data_args.block_size)
-                objective.setup_tokenizer(tokenizer)
+                tokenizer = objective.build_tokenizer(tok_args, data_args, raw)
                 if self.main:
                     save_atomically(str(tok_dir), tokenizer.save_pretrained)
             datasets, reports = objective.build_datasets(data_args, tokenizer, raw)

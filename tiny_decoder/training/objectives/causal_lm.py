@@ -9,7 +9,8 @@ never a second copy of the loop.
 
 import torch
 
-from ...data import build_lm_datasets, load_raw_dataset
+from ...data import build_lm_datasets, clean_and_split, load_raw_dataset
+from ...data.tokenizer import get_tokenizer
 
 
 class CausalLMObjective:
@@ -22,6 +23,14 @@ class CausalLMObjective:
     def load_data(self, data_args):
         """The raw data (before the tokenizer exists: a new tokenizer may be trained on it)."""
         return load_raw_dataset(data_args)
+
+    def build_tokenizer(self, tok_args, data_args, raw):
+        """The run's tokenizer: the one `tok_args` names, or a new BPE trained on the training split of `raw`;
+        then `setup_tokenizer`."""
+        train_docs = clean_and_split(raw, data_args)[0]["train"] if not tok_args.tokenizer_name else None
+        tokenizer = get_tokenizer(tok_args, train_docs, data_args.text_column, data_args.block_size)
+        self.setup_tokenizer(tokenizer)
+        return tokenizer
 
     def setup_tokenizer(self, tokenizer) -> None:
         """Change the tokenizer before it is saved and used (e.g. add a chat template)."""
