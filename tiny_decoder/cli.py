@@ -25,6 +25,16 @@ def parse_args(dataclass_types, argv: list[str]) -> tuple:
     return parser.parse_args_into_dataclasses(argv)
 
 
+def check_finite(arguments) -> None:
+    """Every float field of an argument dataclass is a finite number (inf and nan make no sense in any of them)."""
+    import math
+
+    for f in dataclasses.fields(arguments):
+        value = getattr(arguments, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{f.name} {value} is not a finite number; give a finite value.")
+
+
 def _looks_local(name: str) -> bool:
     """A Hub id is `owner/name`; anything else (absolute, relative, several slashes) is meant as a path."""
     return name.startswith(("/", ".", "~")) or name.count("/") != 1

@@ -255,6 +255,8 @@ def test_ctrl_c_saves_a_checkpoint_and_prints_one_line_with_the_resume_command(w
     last = [line for line in stderr.strip().splitlines() if line.strip()][-1]
     m = re.match(r"stopped by Ctrl-C at step (\d+); checkpoint-\1 holds it\. Resume with: (.*)$", last)
     assert m and m.group(2).endswith("--resume_from_checkpoint latest"), last
+    # the interpreter that ran, so the command works without an activated venv
+    assert m.group(2).split()[0] in (sys.executable, os.path.relpath(sys.executable, ROOT)), last
     step = int(m.group(1))
     assert [p.name for p in list_checkpoints(out)] == [f"checkpoint-{step}"]
     result = run(cli_args(workdir, out, max_steps=step + 2, save_steps=100000, resume_from_checkpoint="latest"))

@@ -74,6 +74,11 @@ class DataArguments:
             raise DataError(f"validation_split_percentage={self.validation_split_percentage} must be in [0, 100).")
         if self.block_size < 2:
             raise DataError(f"block_size={self.block_size} must be at least 2.")
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise DataError(f"--{name} {getattr(self, name)} must be >= 1 (leave it out to use every document).")
+        if self.pack_batch_size < 1:
+            raise DataError(f"--pack_batch_size {self.pack_batch_size} must be >= 1.")
 
 
 # ---------------------------------------------------------------- sources

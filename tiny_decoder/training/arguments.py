@@ -121,6 +121,9 @@ class TrainArguments:
     )
 
     def __post_init__(self):
+        from ..cli import check_finite
+
+        check_finite(self)
         choices = {
             "lr_scheduler_type": ("cosine", "linear", "constant"),
             "mixed_precision": ("no", "bf16", "fp16"),
@@ -194,8 +197,11 @@ class TrainArguments:
                 "--mixed_precision fp16 does not combine with --optim zeroth_order (there is no gradient "
                 "to scale); use bf16 or no."
             )
-        if not self.zo_eps > 0:
-            raise ValueError(f"zo_eps={self.zo_eps} must be > 0.")
+        if not 0 < self.zo_eps <= 1:
+            raise ValueError(
+                f"zo_eps={self.zo_eps} must be in (0, 1]: a probe larger than the weights themselves (~0.02-1) sees a "
+                f"destroyed model on both sides, and their difference carries no gradient. MeZO uses 1e-3 (the default)."
+            )
         if self.zo_num_directions < 1:
             raise ValueError(f"zo_num_directions={self.zo_num_directions} must be >= 1.")
         if not 0 < self.zo_tensor_fraction <= 1:

@@ -94,7 +94,12 @@ def install_state_hooks(accelerator) -> None:
     accelerator.register_load_state_pre_hook(load_hook)
 
 
-def save_checkpoint(accelerator, output_dir: str, state: dict, save_total_limit: int | None = None, model=None) -> Path:
+def save_checkpoint(
+    accelerator, output_dir: str, state: dict, save_total_limit: int | None = None, model=None, savers=()
+) -> Path:
+    """checkpoint-STEP: accelerate's state, `savers` (each called with the folder on the main process: the config
+    and tokenizer, so the checkpoint opens with from_pretrained), trainer_state.json and the manifest; renamed
+    into place once complete."""
     final = Path(output_dir) / f"checkpoint-{state['step']}"
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process and tmp.exists():
@@ -117,6 +122,8 @@ def save_checkpoint(accelerator, output_dir: str, state: dict, save_total_limit:
             )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        for save in savers:
+            save(str(tmp))
         (tmp / STATE).write_text(json.dumps({**state, "saved_at": time.time()}, indent=2))
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}

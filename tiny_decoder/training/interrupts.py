@@ -1,6 +1,10 @@
-"""Ctrl-C during training: the first asks for a checkpoint after the current step, the second stops at
-once; either way the user is told what was saved and the exact command that resumes."""
+"""How a run stops early, and what it tells the user. Ctrl-C: the first asks for a checkpoint after the
+current step, the second stops at once; either way the user is told what was saved and the exact command
+that resumes. Divergence: a non-finite loss, gradient norm or weight stops the run at the step it happens,
+naming the likely cause, and no non-finite weights are ever saved."""
 
+import os
+import shlex
 import signal
 import sys
 
@@ -9,6 +13,10 @@ import torch
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C, with a message that says what was saved and how to go on."""
+
+
+class TrainingDiverged(ValueError):
+    """The loss, gradient norm or weights became inf or nan."""
 
 
 class StopRequest:
@@ -46,7 +54,16 @@ class StopRequest:
         return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
 
+def python_command() -> str:
+    """The interpreter that is running, as a user would type it (relative when it lies below the working folder),
+    so a printed command works without an activated venv."""
+    exe = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd() + os.sep) else sys.executable
+    return shlex.quote(exe)
+
+
 def resume_command(command: str | None) -> str:
     base = command or "python " + " ".join(sys.argv)
     base = base.split(" --resume_from_checkpoint")[0]
+    if base.startswith("python "):
+        base = python_command() + base[len("python") :]
     return f"{base} --resume_from_checkpoint latest"

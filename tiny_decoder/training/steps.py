@@ -14,12 +14,13 @@ class BackpropStep:
     def __init__(self, accelerator, optimizer, max_grad_norm: float):
         self.accelerator, self.optimizer, self.max_grad_norm = accelerator, optimizer, max_grad_norm
         self.forward_passes = 0
+        self.grad_norm = None  # before clipping, at the last optimizer step (when clipping)
 
     def __call__(self, model, objective, batch):
         loss, extras = objective(model, batch)
         self.accelerator.backward(loss)
         if self.accelerator.sync_gradients and self.max_grad_norm > 0:
-            self.accelerator.clip_grad_norm_(model.parameters(), self.max_grad_norm)
+            self.grad_norm = self.accelerator.clip_grad_norm_(model.parameters(), self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.forward_passes += 1
@@ -70,6 +71,12 @@ class Steps:
     @property
     def forward_passes(self) -> int:
         return sum(r.forward_passes for r in self.rules)
+
+    @property
+    def grad_norm(self):
+        """The last gradient norm a backprop rule measured (None: none, or no clipping)."""
+        norms = [r.grad_norm for r in self.rules if getattr(r, "grad_norm", None) is not None]
+        return norms[0] if norms else None
 
     def pop_stats(self) -> dict:
         out = {}

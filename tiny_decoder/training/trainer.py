@@ -40,7 +40,7 @@ from ..model import TinyDecoderForCausalLM
 from .arguments import build_config, check_model_sources
 from .budget import CALIBRATION, plan_total_steps
 from .checkpoint import install_state_hooks, list_checkpoints, resolve_checkpoint, save_checkpoint, verify_checkpoint
-from .interrupts import StopRequest, TrainingInterrupted, resume_command
+from .interrupts import StopRequest, TrainingDiverged, TrainingInterrupted, resume_command
 from .objectives import CausalLMObjective
 from .optimizers import build_optimizers, lr_lambda, optimizer_card_section
 from .report import (
@@ -117,14 +117,20 @@ class Trainer:
     def train(self) -> dict:
         """Optimizer steps until the schedule ends, time runs out or Ctrl-C; then `finish()`."""
         if self._finished_already():
-            return {
-                "step": self.state.step,
-                "tokens": self.state.tokens,
-                "eval_loss": None,
-                "minutes": 0.0,
-                "params": self.n_params,
-                "finished_already": True,
-            }
+            if self._outputs_saved():
+                self.accelerator.end_training()
+                return {
+                    "step": self.state.step,
+                    "tokens": self.state.tokens,
+                    "eval_loss": None,
+                    "minutes": 0.0,
+                    "params": self.n_params,
+                    "finished_already": True,
+                }
+            self.say(f"{self.resume_from} ends the run, but the run's final model was never saved: saving it now")
+            self._begin()
+            self.stopped = False
+            return self.finish(self.evaluate())
         self._begin()
         with StopRequest() as self.stop:
             try:
@@ -150,6 +156,7 @@ class Trainer:
                 if not self.accelerator.sync_gradients:
                     continue  # accumulating
                 self._advance(epoch, batch_in_epoch)
+                self._check_finite()
                 record = {"step": state.step}
                 if state.step % args.logging_steps == 0 or state.step == self.total_steps:
                     record.update(self._training_metrics())
@@ -182,8 +189,19 @@ class Trainer:
         return mean_loss(model, self.eval_dl, accelerator=acc, max_batches=self.args.max_eval_batches)
 
     def save_checkpoint(self) -> Path:
+        """checkpoint-STEP with the config and tokenizer beside the weights, so it opens with from_pretrained."""
+        self._check_weights_finite()
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        savers = [model.config.save_pretrained, self.tokenizer.save_pretrained]
+        if getattr(model, "generation_config", None) is not None:
+            savers.append(model.generation_config.save_pretrained)
         ckpt = save_checkpoint(
-            self.accelerator, self.args.output_dir, self.state.state_dict(), self.args.save_total_limit, model=self.model
+            self.accelerator,
+            self.args.output_dir,
+            self.state.state_dict(),
+            self.args.save_total_limit,
+            model=self.model,
+            savers=savers,
         )
         if self.args.push_to_hub and self.args.hub_strategy == "checkpoint" and self.main:
             push_checkpoint(ckpt, self.args)
@@ -194,7 +212,9 @@ class Trainer:
         state, minutes = self.state, self._minutes()
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
-        if self.stopped:
+        if self.stopped and state.step >= self.total_steps:
+            self.say(f"Ctrl-C came during the last step ({state.step}): the run is complete; saving its outputs")
+        elif self.stopped:
             raise TrainingInterrupted(
                 f"stopped by Ctrl-C at step {state.step}; checkpoint-{state.step} holds it. "
                 f"Resume with: {resume_command(self.command)}"
@@ -203,6 +223,7 @@ class Trainer:
         if not self.main:
             return result
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        self._check_weights_finite()
         model.config.use_cache = True
         save_atomically(self.args.output_dir, model.save_pretrained, self.tokenizer.save_pretrained)
         samples = self._samples(model)
@@ -345,13 +366,20 @@ class Trainer:
         self.norms = ActivationNorms(acc.unwrap_model(self.model)) if args.log_activation_norms else None
 
     def _finished_already(self) -> bool:
-        if self.resume_from is None or self.state.step < self.total_steps:
+        return self.resume_from is not None and self.state.step >= self.total_steps
+
+    def _outputs_saved(self) -> bool:
+        """The final model of this run is in output_dir (written after the checkpoint that ends the run)."""
+        final, state_file = self.out_dir / "model.safetensors", Path(self.resume_from) / "trainer_state.json"
+        if not (final.exists() and (self.out_dir / "README.md").exists()):
+            return False
+        if final.stat().st_mtime < state_file.stat().st_mtime:
             return False
         self.say(
             f"{self.resume_from} is at step {self.state.step}, and this run has {self.total_steps} steps: it is "
-            f"finished, nothing to do. To train longer, resume with a larger --max_steps (or --num_train_epochs)."
+            f"finished, nothing to do (its model is saved). To train longer, resume with a larger --max_steps "
+            f"(or --num_train_epochs)."
         )
-        self.accelerator.end_training()
         return True
 
     def _begin(self):
@@ -420,6 +448,35 @@ class Trainer:
                 self.calibration = (state.step, time.time())
             elif self.calibration is not None and state.step - self.calibration[0] >= CALIBRATION[1] - CALIBRATION[0]:
                 self._plan_schedule()
+
+    def _check_finite(self):
+        """Stop at the step where the loss or gradient norm turns inf/nan (a collective with several processes, so
+        only at logging steps there, as for Ctrl-C); the checkpoints already written keep finite weights."""
+        acc, step = self.accelerator, self.state.step
+        if acc.num_processes > 1 and step % self.args.logging_steps:
+            return
+        grad_norm = self.steps.grad_norm
+        bad = ~torch.isfinite(self.window.loss_sum) | (grad_norm is not None and ~torch.isfinite(grad_norm))
+        if acc.num_processes > 1:
+            bad = acc.reduce(bad.float().reshape(1), reduction="sum") > 0
+        if bool(bad):
+            what = "loss" if not torch.isfinite(self.window.loss_sum) else "gradient norm"
+            self._diverged(f"the training {what} is not finite at step {step}")
+
+    def _check_weights_finite(self):
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            self._diverged(f"the weights hold inf or nan after step {self.state.step}")
+
+    def _diverged(self, what: str):
+        saved = list_checkpoints(self.args.output_dir)
+        kept = f"the last checkpoint, {saved[-1]}, holds finite weights" if saved else "no checkpoint was written"
+        hint = self.objective.divergence_hint()
+        raise TrainingDiverged(
+            f"training diverged: {what}. Likely cause: the learning rate ({self.scheduler.get_last_lr()[0]:g} at this "
+            f"step, peak {self.args.learning_rate:g}) is too high{hint}; {kept}, and no final model was saved. Lower "
+            f"--learning_rate (or raise --warmup_steps) and train again."
+        )
 
     def _plan_schedule(self):
         """Shorten the schedule to what fits in --max_train_minutes at the speed measured so far (see budget.py)."""

@@ -63,6 +63,10 @@ class CausalLMObjective:
         """The settings that shape the loss; saved in checkpoints so a resume can say when they change."""
         return {"objective": self.name}
 
+    def divergence_hint(self) -> str:
+        """What else may have made the loss non-finite, for the divergence message ("" or ", or ...")."""
+        return ""
+
     def card_section(self) -> str:
         """Markdown for the model card (empty: nothing beyond the training table)."""
         return ""

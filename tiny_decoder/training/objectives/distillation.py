@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from ...cli import check_finite
 from .causal_lm import CausalLMObjective
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
@@ -39,6 +40,7 @@ class DistillationArguments:
     teacher_dtype: str = field(default="float32", metadata={"help": f"The teacher's weights: {list(TEACHER_DTYPES)}."})
 
     def __post_init__(self):
+        check_finite(self)
         if not self.teacher_name_or_path:
             raise ValueError("--teacher_name_or_path is required: a causal LM folder (e.g. runs/tiny) or Hub name.")
         if not 0 <= self.alpha <= 1:
@@ -174,6 +176,9 @@ class DistillationObjective(CausalLMObjective):
             "divergence": self.divergence,
             "jsd_beta": self.beta,
         }
+
+    def divergence_hint(self) -> str:
+        return f", or the distillation temperature ({self.temperature:g}) or alpha ({self.alpha:g}) is off"
 
     def card_section(self) -> str:
         n = sum(p.numel() for p in self.teacher.parameters())
