@@ -64,7 +64,7 @@ distill: setup
 sft: setup
 	@test -f "$(TEACHER)/model.safetensors" || { test "$(TEACHER)" = runs/tiny && $(MAKE) train; } || { \
 	  echo "error: no model at TEACHER=$(TEACHER) (model.safetensors missing)."; exit 2; }
-	$(BIN)/python scripts/build_instructions.py $(DATA_FLAG) --output_dir runs/instruct --per_story 3
+	$(BIN)/python scripts/build_instructions.py $(DATA_FLAG) --output_dir runs/instruct --per_story 3 --overwrite_output_dir true
 	$(BIN)/python scripts/sft.py configs/sft_cpu.json --model_name_or_path "$(TEACHER)" --dataset_path runs/instruct \
 	  --output_dir runs/tiny-sft --overwrite_output_dir true
 	$(BIN)/python scripts/evaluate_sft.py --base_model "$(TEACHER)" --sft_model runs/tiny-sft --dataset_path runs/instruct \

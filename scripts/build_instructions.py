@@ -15,11 +15,13 @@ from pathlib import Path
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments, clean_and_split, load_raw_dataset
 from tiny_decoder.data.instructions import build_instruction_set
+from tiny_decoder.training.run_dir import INSTRUCTION_FILES, OutputLock, check_output_dir
 
 
 @dataclass
 class BuildArguments:
     output_dir: str = field(default="runs/instruct", metadata={"help": "Where train.jsonl and validation.jsonl go."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an instruction set already there."})
     seed: int = 0
     n_words: int = field(default=3, metadata={"help": "Words each 'uses the words' instruction asks for."})
     words_within: int = field(default=30, metadata={"help": "Draw the requested words from the story's first N words."})
@@ -29,6 +31,12 @@ class BuildArguments:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args, data_args = parse_args((BuildArguments, DataArguments), argv)
+    check_output_dir(args.output_dir, args.overwrite_output_dir, own=INSTRUCTION_FILES, what="an instruction set")
+    with OutputLock(args.output_dir):
+        return build(args, data_args)
+
+
+def build(args, data_args) -> dict:
     parts, _ = clean_and_split(load_raw_dataset(data_args), data_args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

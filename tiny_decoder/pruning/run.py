@@ -14,7 +14,7 @@ from ..evaluation.loss import blocks_loss
 from ..evaluation.speed import generation_speed
 from ..hub import render_pruned_card
 from ..training.objectives import CausalLMObjective
-from ..training.run_dir import check_output_dir, clear_run, save_atomically
+from ..training.run_dir import OutputLock, check_output_dir, clear_run, save_atomically
 from . import LAYER_METRICS, prune_model
 
 
@@ -69,7 +69,12 @@ def prune_folder(args: PruneArguments, data_args, command: str) -> dict:
     prune_report.json; returns the report."""
     torch.manual_seed(args.seed)
     model = load_model(args.model_name_or_path)
-    old = check_output_dir(args.output_dir, args.overwrite_output_dir, False)
+    old = check_output_dir(args.output_dir, args.overwrite_output_dir, what="a pruned model")
+    with OutputLock(args.output_dir):
+        return _prune(model, old, args, data_args, command)
+
+
+def _prune(model, old, args, data_args, command: str) -> dict:
     data_args.block_size = min(data_args.block_size, model.config.max_position_embeddings)
     tokenizer = load_tokenizer(args.model_name_or_path, data_args.block_size)
     blocks, _ = build_lm_datasets(data_args, tokenizer, load_raw_dataset(data_args))

@@ -1,14 +1,23 @@
-"""The output folder of a run: one run per folder, and nothing in it written half.
+"""The output folder of every script: one writer per folder, and nothing in it written half.
 
-Like `Trainer` and run_clm.py, a run refuses a folder that already holds something unless it
-is asked to continue it (`--resume_from_checkpoint`) or to replace it (`--overwrite_output_dir`);
-replacing deletes only what a run writes, never a file it does not know.
+Like `Trainer` and run_clm.py, a script refuses a folder that already holds something unless it
+is asked to continue it (training's `--resume_from_checkpoint`) or to replace it (`--overwrite_output_dir`);
+replacing deletes only what that script writes, never a file it does not know, and a folder holding files
+of another kind (a model folder given to the tokenizer trainer) is refused either way. While a script
+writes, `output_dir/.lock` names its process: a second writer is refused in one line, and a lock whose
+process is gone (killed) is taken over.
 """
 
+import atexit
+import json
 import os
 import re
 import shutil
+import socket
+import time
 from pathlib import Path
+
+LOCK = ".lock"
 
 # What scripts/train.py (and distill.py, prune.py) write into output_dir (save_pretrained of model and tokenizer included).
 RUN_FILES = {
@@ -29,6 +38,8 @@ RUN_FILES = {
     # the remote code save_pretrained copies: the files of tiny_decoder/model/
     *(p.name for p in (Path(__file__).resolve().parents[1] / "model").glob("*.py") if p.name != "__init__.py"),
 }
+TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", ".final.tmp"}
+INSTRUCTION_FILES = {"train.jsonl", "validation.jsonl"}
 _RUN_PATTERN = re.compile(r"^checkpoint-\d+(\.tmp)?$")
 # Left by a run that stopped before its first checkpoint (a bad argument, Ctrl-C during data
 # preparation): no training progress, so a new run simply replaces them.
@@ -39,34 +50,127 @@ class OutputDirError(ValueError):
     pass
 
 
-def _is_run_file(name: str) -> bool:
-    return name in RUN_FILES or bool(_RUN_PATTERN.match(name))
-
-
-def check_output_dir(output_dir: str, overwrite: bool, resuming: bool) -> list[Path]:
-    """Refuse a folder another run (or anything else) lives in; return what overwriting would delete."""
+def check_output_dir(
+    output_dir: str, overwrite: bool, resuming: bool = False, own: set[str] | None = None, what: str = "a training run"
+) -> list[Path]:
+    """Refuse a folder another writer holds, or that holds anything but `own` files (default: a training run's);
+    return what overwriting would delete."""
+    own = RUN_FILES if own is None else own
+    is_own = (lambda n: n in own or bool(_RUN_PATTERN.match(n))) if own is RUN_FILES else (lambda n: n in own)
     root = Path(output_dir)
     if root.exists() and not root.is_dir():
         raise OutputDirError(f"output_dir {output_dir!r} is a file, not a folder; choose another --output_dir.")
-    entries = sorted(root.iterdir()) if root.is_dir() else []
+    check_lock(root)
+    entries = sorted(p for p in root.iterdir() if p.name != LOCK) if root.is_dir() else []
     if not entries or resuming:
         return []
     names = [p.name for p in entries]
     shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-    foreign = [n for n in names if not _is_run_file(n)]
+    foreign = [n for n in names if not is_own(n)]
     if foreign:
         raise OutputDirError(
-            f"output_dir {output_dir!r} is not empty and holds files a training run does not write ({', '.join(foreign[:6])}); "
+            f"output_dir {output_dir!r} is not empty and holds files {what} does not write ({', '.join(foreign[:6])}); "
             f"choose a new or empty --output_dir."
         )
-    if all(n in NO_PROGRESS or n.endswith(".tmp") for n in names):
+    if own is RUN_FILES and all(n in NO_PROGRESS or n.endswith(".tmp") for n in names):
         return entries
     if not overwrite:
+        resume = ", --resume_from_checkpoint latest to continue it" if own is RUN_FILES and what == "a training run" else ""
         raise OutputDirError(
-            f"output_dir {output_dir!r} already holds a training run ({shown}). Pass --overwrite_output_dir true to "
-            f"replace it, --resume_from_checkpoint latest to continue it, or choose another --output_dir."
+            f"output_dir {output_dir!r} already holds {what}'s output ({shown}). Pass --overwrite_output_dir true to "
+            f"replace it{resume}, or choose another --output_dir."
         )
     return entries
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_holder(root: Path) -> dict | None:
+    """The live writer holding `root`, or None (no lock, our own process's, or a stale one of a dead process)."""
+    try:
+        info = json.loads((root / LOCK).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    if info.get("host") != socket.gethostname():
+        return info  # another machine's process: cannot be checked, so it counts as alive
+    pid = info.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid() or not _alive(pid):
+        return None
+    return info
+
+
+def check_lock(root: Path) -> None:
+    holder = _lock_holder(root)
+    if holder is not None:
+        started = time.strftime("%H:%M:%S", time.localtime(holder.get("started", 0)))
+        raise OutputDirError(
+            f"output_dir {str(root)!r} is being written by another process (pid {holder.get('pid')} on "
+            f"{holder.get('host')}, since {started}); wait for it to end or choose another --output_dir "
+            f"(if that process is gone, delete {str(root / LOCK)!r})."
+        )
+
+
+class OutputLock:
+    """output_dir/.lock for the length of a script (released at exit, also on errors)."""
+
+    def __init__(self, output_dir: str):
+        self.root = Path(output_dir)
+        self.path = self.root / LOCK
+        self.held = False
+
+    def acquire(self) -> "OutputLock":
+        self.root.mkdir(parents=True, exist_ok=True)
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                check_lock(self.root)  # a live writer: refused
+                self.path.unlink(missing_ok=True)  # stale (its process is gone): take it over
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(info)
+            self.held = True
+            atexit.register(self.release)
+            return self
+        check_lock(self.root)
+        raise OutputDirError(f"could not lock output_dir {str(self.root)!r}; try again.")
+
+    def release(self):
+        if self.held:
+            try:
+                if json.loads(self.path.read_text()).get("pid") == os.getpid():
+                    self.path.unlink()
+            except (OSError, ValueError):
+                pass
+            self.held = False
+
+    def __enter__(self):
+        return self if self.held else self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+def claim_output_dir(output_dir: str, overwrite: bool, own: set[str] | None = None, what: str = "a training run") -> OutputLock:
+    """The rule for a script that is not training: check the folder, lock it, clear its old output when
+    overwriting. Use as `with claim_output_dir(...):` around the writing."""
+    old = check_output_dir(output_dir, overwrite, own=own, what=what)
+    lock = OutputLock(output_dir).acquire()
+    if old:
+        clear_run(old)
+    return lock
 
 
 def clear_run(entries: list[Path]) -> None:

@@ -53,7 +53,7 @@ from .report import (
     flops_per_token,
     plot_loss_curve,
 )
-from .run_dir import check_output_dir, clear_run, save_atomically
+from .run_dir import OutputLock, check_output_dir, clear_run, save_atomically
 from .state import TrainState
 from .steps import build_steps
 
@@ -116,6 +116,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------- the run
     def train(self) -> dict:
         """Optimizer steps until the schedule ends, time runs out or Ctrl-C; then `finish()`."""
+        try:
+            return self._train()
+        finally:
+            self.lock.release()
+
+    def _train(self) -> dict:
         if self._finished_already():
             if self._outputs_saved():
                 self.accelerator.end_training()
@@ -248,7 +254,9 @@ class Trainer:
         args = self.args
         old_run = check_output_dir(args.output_dir, args.overwrite_output_dir, bool(args.resume_from_checkpoint))
         self.accelerator.wait_for_everyone()
+        self.lock = OutputLock(args.output_dir)  # one writer per folder; released when the run ends, or at exit
         if self.main:
+            self.lock.acquire()
             if old_run:
                 self.say(f"--overwrite_output_dir: deleting the run in {self.out_dir} ({len(old_run)} entries)")
                 clear_run(old_run)
