@@ -100,6 +100,16 @@ class Trainer:
         set_seed(args.seed)
         self.out_dir = Path(args.output_dir)
         self._prepare_output_dir()
+        try:
+            self._setup()
+        except BaseException:
+            self.lock.release()  # a run that could not start leaves no lock behind
+            raise
+
+    def _setup(self):
+        """Resume state, data and tokenizer, model, loaders, schedule length, optimizers: in this order (the RNG
+        draws of model init and loaders must not move)."""
+        args = self.args
         install_state_hooks(self.accelerator)
         self.state, self.resume_from = TrainState(), None
         if args.resume_from_checkpoint:
