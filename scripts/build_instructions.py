@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments, clean_and_split, load_raw_dataset
-from tiny_decoder.data.instructions import build_instruction_set
+from tiny_decoder.data.instructions import build_instruction_set, content_words
 from tiny_decoder.training.run_dir import INSTRUCTION_FILES, OutputLock, check_output_dir
 
 
@@ -26,6 +26,16 @@ class BuildArguments:
     n_words: int = field(default=3, metadata={"help": "Words each 'uses the words' instruction asks for."})
     words_within: int = field(default=30, metadata={"help": "Draw the requested words from the story's first N words."})
     per_story: int = field(default=1, metadata={"help": "Conversations made from each training story (validation: one)."})
+
+    def __post_init__(self):
+        for name in ("n_words", "words_within", "per_story"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} {getattr(self, name)} must be >= 1.")
+        if self.n_words > self.words_within:
+            raise ValueError(
+                f"--n_words {self.n_words} cannot be drawn from the first --words_within {self.words_within} words; "
+                f"raise --words_within or lower --n_words."
+            )
 
 
 def main(argv=None):
@@ -51,6 +61,13 @@ def build(args, data_args) -> dict:
             words_within=args.words_within,
             per_story=args.per_story if split == "train" else 1,
         )["train"]
+        if split == "train" and not any(
+            len(content_words(" ".join(t.split()[: args.words_within]))) >= args.n_words for t in texts
+        ):
+            raise ValueError(
+                f"no training story has {args.n_words} content words among its first {args.words_within} words, so the "
+                f"'uses the words' task would be empty; lower --n_words or raise --words_within."
+            )
         tmp = out / f"{split}.jsonl.tmp"
         tmp.write_text("".join(json.dumps(c) + "\n" for c in conversations))
         tmp.replace(out / f"{split}.jsonl")

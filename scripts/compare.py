@@ -33,6 +33,10 @@ class CompareArguments:
     def __post_init__(self):
         if not self.models:
             raise ValueError("--models needs at least one model folder.")
+        if self.per_device_eval_batch_size < 1:
+            raise ValueError(f"--per_device_eval_batch_size {self.per_device_eval_batch_size} must be >= 1.")
+        if self.max_eval_batches is not None and self.max_eval_batches < 1:
+            raise ValueError(f"--max_eval_batches {self.max_eval_batches} must be >= 1 (leave it out for all).")
 
 
 def training_tokens(folder: Path) -> int:

@@ -41,6 +41,16 @@ class EvaluateArguments:
     )
     trust_remote_code: bool = False
 
+    def __post_init__(self):
+        for name in ("batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} {getattr(self, name)} must be >= 1.")
+        for name in ("max_samples", "max_length", "stride"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} {getattr(self, name)} must be >= 1 (leave it out for the default).")
+        if not any(p.strip() for p in self.prompts):
+            raise ValueError("--prompts needs at least one non-empty prompt.")
+
 
 def load_model(name: str, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM, AutoTokenizer

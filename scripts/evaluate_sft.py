@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from tiny_decoder.cli import parse_args, run_command
+from tiny_decoder.cli import check_model_source, parse_args, run_command
 from tiny_decoder.data.chat import add_chat_template, load_conversations
 from tiny_decoder.data.instructions import words_present
 from tiny_decoder.data.tokenizer import load_tokenizer
@@ -36,6 +36,30 @@ class EvalArguments:
     num_examples: int = 3
     output_json: str | None = field(default=None, metadata={"help": "Also write the table and examples here."})
 
+    def __post_init__(self):
+        for name in ("num_prompts", "block_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} {getattr(self, name)} must be >= 1.")
+        if self.num_examples < 0:
+            raise ValueError(f"--num_examples {self.num_examples} must be >= 0.")
+
+
+def check_models(args) -> None:
+    """Both models exist, and the SFT model is the fine-tuned one: scripts/sft.py saves a chat template with it."""
+    check_model_source(args.base_model, "base_model")
+    check_model_source(args.sft_model, "sft_model")
+    base_chat, sft_chat = (bool(getattr(load_tokenizer(m), "chat_template", None)) for m in (args.base_model, args.sft_model))
+    if not sft_chat:
+        swapped = " (it looks swapped with --base_model, which has one)" if base_chat else ""
+        raise ValueError(
+            f"--sft_model {args.sft_model!r} has no chat template, so it was not fine-tuned by scripts/sft.py{swapped}; "
+            f"pass the base model as --base_model and the fine-tuned one as --sft_model."
+        )
+    if not (Path(args.dataset_path) / "validation.jsonl").is_file():
+        raise ValueError(
+            f"--dataset_path {args.dataset_path!r} has no validation.jsonl; scripts/build_instructions.py makes one."
+        )
+
 
 def words_conversations(path: Path, n: int):
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -48,6 +72,7 @@ def main(argv=None):
 
     argv = sys.argv[1:] if argv is None else argv
     (args,) = parse_args((EvalArguments,), argv)
+    check_models(args)
     records = words_conversations(Path(args.dataset_path) / "validation.jsonl", args.num_prompts)
     if not records:
         raise ValueError(

@@ -23,6 +23,10 @@ class InspectArguments:
     heads: list[int] | None = field(default=None, metadata={"help": "Heads to draw (default: all)."})
     trust_remote_code: bool = False
 
+    def __post_init__(self):
+        if not self.text.strip():
+            raise ValueError("--text is empty: give a sentence to trace and draw attention for.")
+
 
 def main(argv=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -41,10 +45,16 @@ def main(argv=None):
     table = format_parameter_table(parameter_table(model))
     ids = tokenizer(args.text, return_tensors="pt")["input_ids"]
     shapes = trace_shapes(model, ids)
-    maps = attention_maps(model, tokenizer, args.text, out, args.layers, args.heads)
     (out / "parameters.md").write_text(table + "\n")
     (out / "shapes.txt").write_text(shapes + "\n")
     print(table, "\n", shapes, sep="\n")
+    if getattr(model.config, "attention_type", "softmax") == "linear":
+        print(
+            f"\n{args.model_name_or_path} uses linear attention, which forms no attention weights: no attention maps "
+            f"to draw (wrote {out}/parameters.md and shapes.txt)."
+        )
+        return {"stats": []}
+    maps = attention_maps(model, tokenizer, args.text, out, args.layers, args.heads)
     print("\nmost focused heads (lowest entropy):")
     for s in sorted(maps["stats"], key=lambda s: s["entropy"])[:4]:
         st = s["strongest"]

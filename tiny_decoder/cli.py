@@ -36,28 +36,32 @@ def check_finite(arguments) -> None:
 
 
 def _looks_local(name: str) -> bool:
-    """A Hub id is `owner/name`; anything else (absolute, relative, several slashes) is meant as a path."""
-    return name.startswith(("/", ".", "~")) or name.count("/") != 1
+    """A Hub id is `owner/name`; anything else (absolute, relative, several slashes) is meant as a path, and so is
+    `owner/name` whose `owner` is a folder here (runs/tinyy: a mistyped run folder)."""
+    from pathlib import Path
+
+    return name.startswith(("/", ".", "~")) or name.count("/") != 1 or Path(name.split("/")[0]).is_dir()
 
 
 def check_model_source(value: str, flag: str = "model_name_or_path", needs: str = "config.json and model.safetensors") -> None:
     """The one check of a model given on a command line, before any work: a local folder must be a saved
-    model folder, a path that looks local must exist, and a Hub name needs the Hub."""
+    model folder, a path that looks local must exist, and a Hub name needs the Hub (offline: said at once)."""
     from pathlib import Path
 
     from .data import hub_is_reachable
 
     path = Path(value).expanduser()
+    give = f"give a folder written by save_pretrained (with {needs})"
     if path.exists() and not (path / "config.json").is_file():
+        raise ValueError(f"--{flag} {value!r} is a folder without config.json: not a saved model folder; {give}.")
+    if path.exists():
+        return
+    if _looks_local(value):
+        raise ValueError(f"--{flag} {value!r} does not exist; {give}.")
+    if not hub_is_reachable():
         raise ValueError(
-            f"--{flag} {value!r} is a folder without config.json: not a saved model folder; give a folder "
-            f"written by save_pretrained (with {needs})."
-        )
-    if not path.exists() and (_looks_local(value) or not hub_is_reachable()):
-        where = "does not exist" if _looks_local(value) else "is not a local folder and the Hub cannot be reached"
-        raise ValueError(
-            f"--{flag} {value!r} {where}; give a folder written by save_pretrained (with {needs})"
-            f"{'' if _looks_local(value) else ', or go online'}."
+            f"--{flag} {value!r} does not exist here, and the Hub cannot be reached to look it up as a model id; "
+            f"{give}, or go online."
         )
 
 

@@ -138,7 +138,8 @@ def test_a_parameter_target_is_met_within_one_unit(target):
     [
         (dict(target="0"), "leaves no parameters"),
         (dict(target="100%"), "not below the model"),
-        (dict(target="1.5"), "not below the model"),
+        (dict(target="1.5"), "neither a fraction below 1 nor a whole parameter count"),
+        (dict(target="1e9"), "not below the model"),
         (dict(target="much"), "not a number"),
         (dict(target="10"), "below the smallest model"),
         (dict(num_layers=0), "leaves no layer"),

@@ -64,6 +64,11 @@ def to_messages(record: dict, where: str) -> list[dict]:
             raise ValueError(
                 f"{where}: message {i} has role {m.get('role') if isinstance(m, dict) else m!r}; roles are {list(ROLES)}."
             )
+        if "content" in m and not isinstance(m["content"], str):
+            raise ValueError(
+                f"{where}: message {i} ({m['role']}) has content of type {type(m['content']).__name__} "
+                f"({m['content']!r:.40}); content must be a string."
+            )
         if not isinstance(m.get("content"), str) or (m["role"] == "assistant" and not m["content"].strip()):
             raise ValueError(f"{where}: message {i} ({m['role']}) has no content; every assistant turn needs text.")
     if not any(m["role"] == "assistant" for m in messages):

@@ -48,7 +48,12 @@ def parse_target(target: str | float | int, current: int) -> int:
         raise ValueError(
             f"target {target!r} is not a number: give a fraction (0.5), a percentage (50%) or a parameter count (650000)."
         ) from None
-    fraction = text.endswith("%") or "." in text or "e" in text.lower() or value < 1
+    # A percentage, or a number below 1, is a fraction; anything else (650000, 1e5) is a count.
+    fraction = text.endswith("%") or value < 1
+    if not fraction and value != int(value):
+        raise ValueError(
+            f"target {target!r} is neither a fraction below 1 nor a whole parameter count; give e.g. 0.5, 50% or 650000."
+        )
     count = round(value * current) if fraction else int(value)
     if count <= 0:
         raise ValueError(f"target {target!r} leaves no parameters; give a size above 0.")

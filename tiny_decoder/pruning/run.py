@@ -23,7 +23,7 @@ class PruneArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "The tiny-decoder folder (or Hub name) to prune."})
     output_dir: str = field(default="runs/pruned", metadata={"help": "Where the pruned model, tokenizer and card go."})
     overwrite_output_dir: bool = False
-    target_params: str | None = field(default=None, metadata={"help": "Size to reach: '50%', '0.5' or a count like '650000'."})
+    target_params: str | None = field(default=None, metadata={"help": "Size to reach: '50%%', '0.5' or a count like '650000'."})
     num_layers: int | None = field(default=None, metadata={"help": "Keep this many layers (the least influential go)."})
     num_heads: int | None = field(default=None, metadata={"help": "Query heads per layer (whole KV groups go)."})
     intermediate_size: int | None = field(default=None, metadata={"help": "MLP channels per layer."})
