@@ -133,3 +133,8 @@ def test_an_infinite_distillation_temperature_is_refused():
 
     with pytest.raises(ValueError, match="--temperature inf is not a finite number"):
         DistillationArguments(teacher_name_or_path="runs/tiny", temperature=float("inf"))
+
+
+def test_a_warmup_longer_than_the_run_is_warned_about(workdir, tmp_path, capsys):
+    run(cli_args(workdir, tmp_path / "run", max_steps=3, warmup_steps=10))
+    assert "warning: --warmup_steps 10 is not below the run's 3 steps" in capsys.readouterr().out

@@ -421,6 +421,11 @@ class Trainer:
             f"training {self.total_steps} steps ({self.steps_per_epoch or '?'} per epoch), {self.tokens_per_step:,} tokens "
             f"per step, {acc.num_processes} process(es) on {acc.device}, precision {args.mixed_precision}"
         )
+        if args.warmup_steps >= self.total_steps:
+            self.say(
+                f"warning: --warmup_steps {args.warmup_steps} is not below the run's {self.total_steps} steps: the learning "
+                f"rate never reaches --learning_rate {args.learning_rate:g}; lower --warmup_steps."
+            )
         self.forwards_before, self.stopped, self.calibration = state.forward_passes, False, None
         self.t_start = time.time()
         self.window = LogWindow(acc.device, self.t_start)
