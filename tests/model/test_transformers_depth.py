@@ -250,7 +250,7 @@ def test_partial_rotary_leaves_the_other_channels_unrotated():
     rope = RotaryEmbedding(cfg)
     x = torch.randn(1, 4, 6, 16)
     cos, sin = rope(x, torch.arange(6)[None])
-    assert cos.shape == (1, 1, 6, 8)
+    assert cos.shape == (1, 6, 8)  # (batch, T, rotary dim), as transformers' rotary embeddings
     y = apply_rope(x, cos, sin)
     torch.testing.assert_close(y[..., 8:], x[..., 8:])
     full = RotaryEmbedding(small_config(hidden_size=32, num_attention_heads=4))  # head_dim 8, same frequencies?

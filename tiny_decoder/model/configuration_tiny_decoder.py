@@ -103,6 +103,8 @@ class TinyDecoderConfig(PretrainedConfig):
         self.norm_position = norm_position
         self.norm_eps = norm_eps
         self.hidden_act = hidden_act
+        if hidden_act != "swiglu":  # a plain MLP has no gate_proj: the sharding plan names only layers that exist
+            self.base_model_tp_plan = {k: v for k, v in type(self).base_model_tp_plan.items() if "gate_proj" not in k}
         # Each query attends to itself and the sliding_window - 1 tokens before it (Mistral's convention);
         # the KV cache then keeps only that window. None: full causal attention.
         self.sliding_window = sliding_window

@@ -18,7 +18,8 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_u
 
 
 class RotaryEmbedding(nn.Module):
-    """position_ids (B, T) -> cos, sin (B, 1, T, rotary_dim), shared by every layer.
+    """position_ids (B, T) -> cos, sin (B, T, rotary_dim), shared by every layer (transformers' rotary contract;
+    `apply_rope` adds the head axis inside attention, as Llama's `apply_rotary_pos_emb` does).
 
     `inv_freq` is a non-persistent buffer (not in the checkpoint): `_init_weights` recomputes it
     from the config, so `from_pretrained` and `.to()` always agree with `rope_parameters`.
@@ -54,8 +55,8 @@ class RotaryEmbedding(nn.Module):
     @torch.no_grad()
     @dynamic_rope_update  # "dynamic" / "longrope" grow their frequencies past the trained length
     def forward(self, x, position_ids):
-        """-> cos, sin of shape (B, 1, T, rotary_dim), broadcast over heads."""
-        freqs = position_ids[:, None, :, None].float() * self.inv_freq  # (B, 1, T, rotary_dim / 2)
+        """-> cos, sin of shape (B, T, rotary_dim)."""
+        freqs = position_ids[:, :, None].float() * self.inv_freq  # (B, T, rotary_dim / 2)
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos(), emb.sin()
         if self.attention_scaling != 1.0:  # yarn / longrope scale the logits through q and k
@@ -69,7 +70,8 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (i, i + r/2) of the first r channels of x (B, H, T, d); cos, sin: (B, 1, T, r)."""
+    """Rotate pairs (i, i + r/2) of the first r channels of x (B, H, T, d); cos, sin: (B, T, r), broadcast over heads."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, r)
     r = cos.shape[-1]
     if r == x.shape[-1]:
         return x * cos + _rotate_half(x) * sin
