@@ -98,7 +98,7 @@ def test_sinusoidal_positions_become_the_kept_channels_of_a_learned_table():
     assert small.config.position_embedding == "learned"
     from tiny_decoder.model.positions import sinusoidal_embedding
 
-    table = sinusoidal_embedding(torch.arange(64)[None], 32, torch.float32)[0]
+    table = model.config.sinusoidal_scale * sinusoidal_embedding(torch.arange(64)[None], 32, torch.float32)[0]
     kept = [int(j) for j in _kept_channels(model, small)]
     torch.testing.assert_close(small.model.embed_positions.weight, table[:, kept])
 

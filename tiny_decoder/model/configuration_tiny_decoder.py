@@ -51,6 +51,7 @@ class TinyDecoderConfig(PretrainedConfig):
         rope_parameters: dict | None = None,
         rope_theta: float | None = None,
         alibi_slopes: list[float] | None = None,
+        sinusoidal_scale: float | None = None,
         norm: str = "rmsnorm",
         norm_position: str = "pre",
         norm_eps: float = 1e-5,
@@ -97,6 +98,13 @@ class TinyDecoderConfig(PretrainedConfig):
         self.rope_parameters = dict(rope_parameters) if rope_parameters else None
         if rope_theta is not None:
             kwargs["rope_theta"] = rope_theta
+        # Sinusoidal positions are added at the token embeddings' scale: their RMS (amplitude / sqrt 2) equals the
+        # embeddings' init std, as Vaswani's sqrt(d)-scaled embeddings met unit-amplitude positions on one scale.
+        # Amplitude 1 against std-0.02 embeddings swamped the tokens (make experiment: +1.85 nats). A config.json
+        # saved before this field existed (it has `transformers_version` but no sinusoidal_scale) keeps amplitude 1.
+        if sinusoidal_scale is None:
+            sinusoidal_scale = 1.0 if "transformers_version" in kwargs else initializer_range * 2**0.5
+        self.sinusoidal_scale = sinusoidal_scale
         # ALiBi's slopes follow from the head count; pruning heads keeps the survivors' own slopes here.
         self.alibi_slopes = list(alibi_slopes) if alibi_slopes is not None else None
         self.norm = norm
@@ -205,6 +213,8 @@ class TinyDecoderConfig(PretrainedConfig):
             value = rope["rope_theta"] if name == "rope_theta" else getattr(self, name)
             if not value > 0:
                 raise ValueError(f"TinyDecoderConfig.{name}={value!r} must be > 0.")
+        if not (isinstance(self.sinusoidal_scale, (int, float)) and 0 < self.sinusoidal_scale < float("inf")):
+            raise ValueError(f"TinyDecoderConfig.sinusoidal_scale={self.sinusoidal_scale!r} must be a finite number > 0.")
         if not self._head_dim_given and self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"TinyDecoderConfig.hidden_size={self.hidden_size} is not divisible by "

