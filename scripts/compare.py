@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from tiny_decoder.cli import check_model_source, parse_args, run_command
+from tiny_decoder.cli import check_model_source, check_output_file, parse_args, run_command
 from tiny_decoder.data import DataArguments, build_lm_datasets, load_raw_dataset
 from tiny_decoder.data.tokenizer import load_tokenizer
 from tiny_decoder.evaluation.loss import blocks_loss
@@ -33,6 +33,7 @@ class CompareArguments:
     def __post_init__(self):
         if not self.models:
             raise ValueError("--models needs at least one model folder.")
+        check_output_file(self.output_json)
         if self.per_device_eval_batch_size < 1:
             raise ValueError(f"--per_device_eval_batch_size {self.per_device_eval_batch_size} must be >= 1.")
         if self.max_eval_batches is not None and self.max_eval_batches < 1:
@@ -54,7 +55,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args, data_args = parse_args((CompareArguments, DataArguments), argv)
     for name in args.models:
-        check_model_source(name)
+        check_model_source(name, "models")
     tokenizer = load_tokenizer(args.models[0], data_args.block_size)
     for name in args.models[1:]:
         if load_tokenizer(name).get_vocab() != tokenizer.get_vocab():

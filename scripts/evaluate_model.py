@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tiny_decoder.cli import check_model_source, parse_args, run_command
+from tiny_decoder.cli import check_model_source, check_output_file, parse_args, run_command
 from tiny_decoder.data import DataArguments, load_raw_dataset
 from tiny_decoder.evaluation.perplexity import perplexity
 from tiny_decoder.evaluation.sampling import sample_texts
@@ -42,6 +42,7 @@ class EvaluateArguments:
     trust_remote_code: bool = False
 
     def __post_init__(self):
+        check_output_file(self.output_json)
         for name in ("batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} {getattr(self, name)} must be >= 1.")

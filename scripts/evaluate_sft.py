@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from tiny_decoder.cli import check_model_source, parse_args, run_command
+from tiny_decoder.cli import check_model_source, check_output_file, parse_args, run_command
 from tiny_decoder.data.chat import add_chat_template, load_conversations
 from tiny_decoder.data.instructions import words_present
 from tiny_decoder.data.tokenizer import load_tokenizer
@@ -37,6 +37,7 @@ class EvalArguments:
     output_json: str | None = field(default=None, metadata={"help": "Also write the table and examples here."})
 
     def __post_init__(self):
+        check_output_file(self.output_json)
         for name in ("num_prompts", "block_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} {getattr(self, name)} must be >= 1.")

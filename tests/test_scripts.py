@@ -147,3 +147,52 @@ def test_inspecting_a_linear_attention_model_says_there_are_no_maps(folders, tmp
     assert result == {"stats": []} and "forms no attention weights" in capsys.readouterr().out
     assert (tmp_path / "parameters.md").exists() and not (tmp_path / "attention.png").exists()
     assert Path(tmp_path / "shapes.txt").read_text()
+
+
+def adversarial_cases():
+    """Found by the adversarial pass over every script (issue 23's table): each once a traceback, a misleading
+    line or work done before failing."""
+    return [
+        ("train", ["--config_overrides", "hidden_size=abc"], r"config_overrides hidden_size='abc': hidden_size takes a number"),
+        ("train", ["--seed", "-1"], r"--seed -1 must be in \[0, 2\*\*32 - 1\]"),
+        ("train", ["--output_dir", ""], r"--output_dir is empty"),
+        ("compare", ["--models", "{root}/nope"], r"--models '.*nope' does not exist"),
+        (
+            "compare",
+            ["--models", "{root}/model", "--output_json", "{root}/no/such/dir/x.json"],
+            r"--output_json .* does not exist",
+        ),
+        (
+            "evaluate_model",
+            ["--model_name_or_path", "{root}/model", "--output_json", "{root}/no/dir/x.json"],
+            r"folder .* does not exist",
+        ),
+        ("evaluate_sft", ["--output_json", "{root}/no/dir/x.json"], r"--output_json .*: the folder .* does not exist"),
+        (
+            "sft",
+            [
+                "--model_name_or_path",
+                "{root}/model",
+                "--dataset_path",
+                "{root}/one_chat.jsonl",
+                "--output_dir",
+                "{root}/o",
+                "--use_cpu",
+                "true",
+                "--report_to",
+                "none",
+            ],
+            r"leaves the (validation|train) split empty",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    "script,argv,message", adversarial_cases(), ids=lambda x: x if isinstance(x, str) and " " not in x else None
+)
+def test_what_the_adversarial_pass_found_is_refused_in_one_line(folders, script, argv, message):
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Once upon a time."}]}
+    (folders / "one_chat.jsonl").write_text(json.dumps(chat) + "\n")
+    argv = [a.replace("{root}", str(folders)) for a in argv]
+    with pytest.raises(ValueError, match=message):
+        run_script(script, argv)

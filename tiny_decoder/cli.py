@@ -35,6 +35,21 @@ def check_finite(arguments) -> None:
             raise ValueError(f"--{f.name} {value} is not a finite number; give a finite value.")
 
 
+def check_output_file(path: str | None, flag: str = "output_json") -> None:
+    """A file the script will write at the end: its folder must exist now, not after the work is done."""
+    from pathlib import Path
+
+    if path is None:
+        return
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise ValueError(f"--{flag} {path!r} is a folder; give a file name.")
+    if not target.parent.is_dir():
+        raise ValueError(
+            f"--{flag} {path!r}: the folder {str(target.parent)!r} does not exist; create it or choose another path."
+        )
+
+
 def _looks_local(name: str) -> bool:
     """A Hub id is `owner/name`; anything else (absolute, relative, several slashes) is meant as a path, and so is
     `owner/name` whose `owner` is a folder here (runs/tinyy: a mistyped run folder)."""

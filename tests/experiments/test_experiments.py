@@ -76,3 +76,36 @@ def test_the_zeroth_order_experiment_writes_its_table_curves_and_results(workdir
     assert table.count("| zeroth_order |") == 2 and "forward passes" in table
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "pruned" / "model.safetensors").exists()  # the fine-tune setting starts from the pruned base
+
+
+def test_the_architecture_experiment_averages_over_seeds(workdir, tmp_path):
+    out = tmp_path / "seeds"
+    results, _ = run_script(
+        "experiment",
+        [
+            "--dataset_path",
+            str(workdir / "data"),
+            "--output_dir",
+            str(out),
+            "--budget",
+            "0.02",
+            "--batch_size",
+            "4",
+            "--block_size",
+            "16",
+            "--vocab_size",
+            "300",
+            "--max_eval_batches",
+            "2",
+            "--variants",
+            "baseline",
+            "--seeds",
+            "0",
+            "1",
+        ],
+    )
+    losses = results["baseline"]["val_losses"]
+    assert len(losses) == 2 and losses[0] != losses[1]  # two seeds, two different runs
+    assert results["baseline"]["val_loss"] == sum(losses) / 2
+    assert (out / "baseline-seed1" / "model.safetensors").exists()
+    assert "| per seed |" in (out / "table.md").read_text()

@@ -47,6 +47,10 @@ class ArchitectureExperimentArguments:
     vocab_size: int = 2048
     learning_rate: float = 3e-3
     max_eval_batches: int = 8
+    seeds: list[int] = field(
+        default_factory=lambda: [0],
+        metadata={"help": "Seeds to train every variant with; the table shows the mean validation loss and each seed's."},
+    )
     use_cpu: bool = field(default=True, metadata={"help": "false: accelerate's device (a GPU)."})
     mixed_precision: str = field(default="no", metadata={"help": "'no', 'bf16' or 'fp16'."})
 
@@ -58,6 +62,8 @@ class ArchitectureExperimentArguments:
             raise ValueError(f"--dataset_path {self.dataset_path} has no train.jsonl; point it at a TinyStories folder.")
         if not self.budget > 0:
             raise ValueError(f"--budget {self.budget} must be > 0.")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"--seeds {self.seeds}: give one or more different seeds >= 0.")
 
 
 def run(a: ArchitectureExperimentArguments) -> tuple[dict, list[dict] | None]:
@@ -68,10 +74,16 @@ def run(a: ArchitectureExperimentArguments) -> tuple[dict, list[dict] | None]:
     names = ["baseline"] + [n for n in a.variants if n != "baseline"]
     results = {}
     for name in names:
-        folder = train(train_values(a, name, steps, out), name)
+        folder = train(train_values(a, name, steps, out), name)  # the first seed: curves, norms, speed, memory
+        losses = [summarize(folder)["val_loss"]]
+        for seed in a.seeds[1:]:
+            values = {**train_values(a, name, steps, out), "seed": seed, "output_dir": str(out / f"{name}-seed{seed}")}
+            losses.append(summarize(train(values, f"{name}, seed {seed}"))["val_loss"])
         config = json.loads((folder / "config.json").read_text())
         results[name] = {
             **summarize(folder),
+            "val_loss": sum(losses) / len(losses),
+            "val_losses": losses,
             "params": stored_parameters(folder),
             "memory_mib": step_memory(folder, a),
             "config": {k: config.get(k) for k in ("position_embedding", "norm", "attention_type")},
@@ -106,7 +118,7 @@ def train_values(a, name: str, steps: int, out: Path) -> dict:
         "save_total_limit": 1,
         "max_eval_batches": a.max_eval_batches,
         "log_activation_norms": True,
-        "seed": 0,
+        "seed": a.seeds[0],
         "num_samples": 0,
         "report_to": "none",
         "overwrite_output_dir": True,
@@ -173,19 +185,22 @@ def plot(results: dict, path: Path):
 def table(results: dict, exits: list[dict] | None, a, steps: int) -> str:
     base = results.get("baseline")
     lines = [
-        f"{a.preset} preset, {steps} steps x {a.batch_size} x {a.block_size} tokens, lr {a.learning_rate:g}, seed 0; "
-        f"validation on {a.max_eval_batches} batches",
+        f"{a.preset} preset, {steps} steps x {a.batch_size} x {a.block_size} tokens, lr {a.learning_rate:g}, "
+        f"seed{'s' if len(a.seeds) > 1 else ''} {', '.join(map(str, a.seeds))}; validation on {a.max_eval_batches} batches"
+        + ("; val loss is the mean over the seeds, the other columns are the first seed's" if len(a.seeds) > 1 else ""),
         "",
-        "| variant | overrides | parameters | val loss | vs baseline | tokens/s | AdamW step memory, MiB | "
-        "activation RMS per layer | spread (max/min) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | overrides | parameters | val loss | vs baseline | "
+        + ("per seed | " if len(a.seeds) > 1 else "")
+        + "tokens/s | AdamW step memory, MiB | activation RMS per layer | spread (max/min) |",
+        "|---|---|---|---|---|" + ("---|" if len(a.seeds) > 1 else "") + "---|---|---|---|",
     ]
     for name, r in results.items():
         delta = f"{r['val_loss'] - base['val_loss']:+.3f}" if base and name != "baseline" else ""
         norms = " / ".join(f"{v:.2f}" for _, v in sorted(r["act_rms"].items(), key=lambda kv: int(kv[0].split("_")[-1])))
         spread = f"{r['act_rms_spread']:.2f}" if r["act_rms_spread"] is not None else ""
+        per_seed = (" / ".join(f"{v:.3f}" for v in r["val_losses"]) + " | ") if len(a.seeds) > 1 else ""
         lines.append(
-            f"| {name} | {VARIANTS[name] or '-'} | {r['params']:,} | {r['val_loss']:.3f} | {delta} | "
+            f"| {name} | {VARIANTS[name] or '-'} | {r['params']:,} | {r['val_loss']:.3f} | {delta} | {per_seed}"
             f"{r['tokens_per_s']:,.0f} | {r['memory_mib']:.0f} | {norms} | {spread} |"
         )
     text = "\n".join(lines) + "\n"

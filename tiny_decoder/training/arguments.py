@@ -30,6 +30,7 @@ class ModelArguments:
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ValueError(f"preset={self.preset!r} is unknown; choose one of {sorted(PRESETS)}.")
+        check_overrides(TinyDecoderConfig(), parse_overrides(self.config_overrides))  # names and types, before any work
 
 
 @dataclass
@@ -124,6 +125,10 @@ class TrainArguments:
         from ..cli import check_finite
 
         check_finite(self)
+        if not self.output_dir.strip():
+            raise ValueError("--output_dir is empty; give the folder the run writes to (e.g. runs/tiny).")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"--seed {self.seed} must be in [0, 2**32 - 1].")
         choices = {
             "lr_scheduler_type": ("cosine", "linear", "constant"),
             "mixed_precision": ("no", "bf16", "fp16"),
@@ -247,6 +252,22 @@ def parse_overrides(text: str | None) -> dict:
     return out
 
 
+def check_overrides(config, overrides: dict) -> dict:
+    """Overrides that name fields of `config` with values of their kind; 'none' stays a string for string fields
+    (position_embedding=none)."""
+    unknown = [k for k in overrides if not hasattr(config, k)]
+    if unknown:
+        raise ValueError(f"config_overrides names unknown fields {unknown}; see TinyDecoderConfig for the fields.")
+    for k, v in overrides.items():
+        current = getattr(config, k)
+        if v is None and isinstance(current, str):
+            overrides[k] = "none"
+        elif isinstance(v, str) and isinstance(current, (int, float)) and not isinstance(current, bool):
+            kind = type(current).__name__
+            raise ValueError(f"config_overrides {k}={v!r}: {k} takes a number ({kind}, now {current!r}), not text.")
+    return overrides
+
+
 def build_config(model_args: ModelArguments, tokenizer, block_size: int) -> TinyDecoderConfig:
     """Preset or config file, sized to the tokenizer and block size, then the overrides."""
     special = dict(
@@ -261,13 +282,7 @@ def build_config(model_args: ModelArguments, tokenizer, block_size: int) -> Tiny
             setattr(config, k, v)
     else:
         config = TinyDecoderConfig(**PRESETS[model_args.preset], max_position_embeddings=block_size, **special)
-    overrides = parse_overrides(model_args.config_overrides)
-    unknown = [k for k in overrides if not hasattr(config, k)]
-    if unknown:
-        raise ValueError(f"config_overrides names unknown fields {unknown}; see TinyDecoderConfig for the fields.")
-    for k, v in overrides.items():  # 'none' is None, except for a field that takes strings (position_embedding=none)
-        if v is None and isinstance(getattr(config, k), str):
-            overrides[k] = "none"
+    overrides = check_overrides(config, parse_overrides(model_args.config_overrides))
     if overrides:
         base = config.to_dict()
         if "head_dim" not in overrides and base.get("head_dim") == base["hidden_size"] // base["num_attention_heads"]:

@@ -39,10 +39,18 @@ def load_chat_splits(data_args) -> dict:
         train = load_conversations(str(p))
     fraction = data_args.validation_split_percentage / 100
     key = lambda conv: "\n".join(m["content"] for m in conv)  # noqa: E731
-    return {
+    splits = {
         "train": [c for c in train if not in_validation(key(c), fraction)],
         "validation": [c for c in train if in_validation(key(c), fraction)],
     }
+    for split, conversations in splits.items():
+        if not conversations:
+            raise DataError(
+                f"{path} has no validation.jsonl, and holding out {data_args.validation_split_percentage:g}% of its "
+                f"{len(train)} conversation(s) by hash leaves the {split} split empty; add a validation.jsonl or more "
+                f"conversations (or change --validation_split_percentage)."
+            )
+    return splits
 
 
 class SFTObjective(CausalLMObjective):
