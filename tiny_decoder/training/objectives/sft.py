@@ -46,7 +46,8 @@ def load_chat_splits(data_args) -> dict:
     for split, conversations in splits.items():
         if not conversations:
             raise DataError(
-                f"{path} has no validation.jsonl, and holding out {data_args.validation_split_percentage:g}% of its "
+                f"{path} ({'no validation.jsonl in the folder' if p.is_dir() else 'one file'}): holding out "
+                f"{data_args.validation_split_percentage:g}% of its "
                 f"{len(train)} conversation(s) by hash leaves the {split} split empty; add a validation.jsonl or more "
                 f"conversations (or change --validation_split_percentage)."
             )
