@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lint format test train distill sft zeroth-order experiment bench clean
+.PHONY: setup lint format test train distill sft zeroth-order experiment export bench clean
 
 setup: $(STAMP)
 
@@ -83,6 +83,13 @@ zeroth-order: setup
 EXPERIMENT_ARGS ?=
 experiment: setup
 	$(BIN)/python scripts/experiment.py $(DATA_FLAG) --output_dir runs/experiment $(EXPERIMENT_ARGS)
+
+# The `make train` model (TEACHER, trained first when missing) as a plain Llama folder in runs/tiny-llama.
+export: setup
+	@test -f "$(TEACHER)/model.safetensors" || { test "$(TEACHER)" = runs/tiny && $(MAKE) train; } || { \
+	  echo "error: no model at TEACHER=$(TEACHER) (model.safetensors missing)."; exit 2; }
+	$(BIN)/python scripts/export.py --model_name_or_path "$(TEACHER)" --format llama --output_dir runs/tiny-llama \
+	  --overwrite_output_dir true
 
 bench: setup
 	$(BIN)/python bench/speed.py

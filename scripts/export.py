@@ -1,0 +1,38 @@
+"""Export a trained tiny-decoder to a format other runtimes read.
+
+    python scripts/export.py --model_name_or_path runs/tiny --format llama --output_dir runs/tiny-llama
+
+`--format llama`: a plain LlamaForCausalLM folder (safetensors, config, generation config, tokenizer, card) that
+loads with zero custom code. A config Llama cannot express is refused, naming every field that blocks it.
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+from tiny_decoder.cli import parse_args, run_command
+from tiny_decoder.export.llama import export_llama_folder
+
+FORMATS = ("llama",)
+
+
+@dataclass
+class ExportArguments:
+    model_name_or_path: str = field(metadata={"help": "A saved tiny-decoder folder (or Hub name)."})
+    output_dir: str = field(metadata={"help": "The folder to write (refused if it holds anything but an earlier export)."})
+    format: str = field(default="llama", metadata={"help": f"One of {list(FORMATS)}."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an earlier export in output_dir."})
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ValueError(f"--format {self.format!r} is not available; choose one of {list(FORMATS)}.")
+
+
+def main(argv=None):
+    (args,) = parse_args((ExportArguments,), sys.argv[1:] if argv is None else argv)
+    folder = export_llama_folder(args.model_name_or_path, args.output_dir, args.overwrite_output_dir)
+    print(f"wrote a LlamaForCausalLM folder to {folder} (loads with no custom code)")
+    return folder
+
+
+if __name__ == "__main__":
+    run_command(main)

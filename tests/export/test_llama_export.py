@@ -1,0 +1,153 @@
+"""--format llama: a plain LlamaForCausalLM folder with our logits and greedy tokens, loading in a Python without
+tiny_decoder with no prompt and no warning; configs Llama cannot express are refused with every blocking field."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import run_script, small_config
+from tiny_decoder import TinyDecoderForCausalLM
+from tiny_decoder.export.llama import llama_blockers, to_llama
+
+CONFIGS = {
+    "mha_tied": {},
+    "gqa": dict(num_key_value_heads=2),
+    "mqa_untied": dict(num_key_value_heads=1, tie_word_embeddings=False),
+    "pruned_head_dim": dict(head_dim=12, intermediate_size=40),
+    "rope_linear": dict(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}),
+    "rope_llama3": dict(
+        rope_parameters={
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16,
+            "rope_theta": 500000.0,
+        }
+    ),
+    "biases": dict(attention_bias=True, mlp_bias=True),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_the_llama_gives_our_logits_and_greedy_tokens(name):
+    torch.manual_seed(0)
+    model = TinyDecoderForCausalLM(small_config(**CONFIGS[name])).eval()
+    llama = to_llama(model)
+    assert type(llama).__name__ == "LlamaForCausalLM"
+    ids = torch.randint(3, 67, (2, 13))
+    with torch.no_grad():
+        torch.testing.assert_close(llama(ids).logits, model(ids).logits, atol=1e-5, rtol=0)
+        kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=0, eos_token_id=None)
+        assert torch.equal(llama.generate(ids[:1, :4], **kw), model.generate(ids[:1, :4], **kw))
+
+
+def test_every_field_that_blocks_the_export_is_named():
+    config = small_config(position_embedding="alibi", norm="layernorm", hidden_act="gelu", residual="orthogonal_parallel")
+    assert llama_blockers(config) == [
+        "position_embedding='alibi'",
+        "norm='layernorm'",
+        "hidden_act='gelu'",
+        "residual='orthogonal_parallel'",
+    ]
+    assert llama_blockers(small_config()) == []
+    assert llama_blockers(small_config(norm_position="post", attention_type="linear")) == [
+        "norm_position='post'",
+        "attention_type='linear'",
+    ]
+    assert llama_blockers(small_config(sliding_window=8, early_exit_threshold=0.9)) == [
+        "sliding_window=8",
+        "early_exit_threshold=0.9",
+    ]
+    partial = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
+    assert llama_blockers(small_config(rope_parameters=partial)) == ["rope_parameters.partial_rotary_factor=0.5"]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, tiny_tokenizer):
+    """A saved tiny-decoder folder with a chat template (as an SFT model has), and a LayerNorm one."""
+    from transformers import AutoTokenizer
+
+    from tiny_decoder.data.chat import add_chat_template
+
+    root = tmp_path_factory.mktemp("export")
+    tiny_tokenizer.save_pretrained(root / "tok")
+    tok = AutoTokenizer.from_pretrained(root / "tok")  # a copy: the session's tokenizer stays without a template
+    add_chat_template(tok)
+    for name, over in (("native", {}), ("layernorm", {"norm": "layernorm"})):
+        torch.manual_seed(0)
+        cfg = small_config(
+            vocab_size=len(tok),
+            max_position_embeddings=32,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            **over,
+        )
+        TinyDecoderForCausalLM(cfg).save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+    return root
+
+
+@pytest.mark.slow
+def test_the_exported_folder_loads_without_the_package_no_prompt_no_warning(saved, tmp_path):
+    out = tmp_path / "llama"
+    run_script("export", ["--model_name_or_path", str(saved / "native"), "--output_dir", str(out)])
+    assert not any(p.suffix == ".py" for p in out.iterdir()) and (out / "model.safetensors").exists()
+    card = (out / "README.md").read_text()
+    assert f"base_model: {saved / 'native'}" in card and "library_name: transformers" in card
+    ids = [5, 9, 17, 3, 11, 40]
+    with torch.no_grad():
+        ours = TinyDecoderForCausalLM.from_pretrained(saved / "native").eval()(torch.tensor([ids])).logits
+    code = f"""
+import sys, json, warnings
+sys.modules["tiny_decoder"] = None  # a Python where the package is not installed
+warnings.simplefilter("error")
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=False).eval()
+tok = AutoTokenizer.from_pretrained({str(out)!r}, trust_remote_code=False)
+chat = tok.apply_chat_template([{{"role": "user", "content": "hi"}}], add_generation_prompt=True, tokenize=False)
+with torch.no_grad():
+    logits = model(torch.tensor([{ids}])).logits
+print(json.dumps({{"class": type(model).__name__, "chat": chat, "logits": logits.tolist()}}))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "warning"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "custom code" not in proc.stderr and "warn" not in proc.stderr.lower(), proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["class"] == "LlamaForCausalLM" and "<|assistant|>" in result["chat"]  # the chat template survived
+    torch.testing.assert_close(torch.tensor(result["logits"]), ours, atol=1e-5, rtol=0)
+
+
+def test_bad_exports_are_refused_in_one_line_and_write_nothing(saved, tmp_path):
+    with pytest.raises(ValueError, match=r"not expressible as a Llama \(norm='layernorm' differ.*native folder"):
+        run_script("export", ["--model_name_or_path", str(saved / "layernorm"), "--output_dir", str(tmp_path / "a")])
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ValueError, match=r"--format 'tflite' is not available"):
+        run_script(
+            "export", ["--model_name_or_path", str(saved / "native"), "--output_dir", str(tmp_path / "b"), "--format", "tflite"]
+        )
+    with pytest.raises(ValueError, match=r"'.*nope' does not exist"):
+        run_script("export", ["--model_name_or_path", str(tmp_path / "nope"), "--output_dir", str(tmp_path / "c")])
+    out = tmp_path / "d"
+    run_script("export", ["--model_name_or_path", str(saved / "native"), "--output_dir", str(out)])
+    with pytest.raises(ValueError, match="already holds a Llama export's output"):
+        run_script("export", ["--model_name_or_path", str(saved / "native"), "--output_dir", str(out)])
+    run_script(
+        "export", ["--model_name_or_path", str(saved / "native"), "--output_dir", str(out), "--overwrite_output_dir", "true"]
+    )
+    with pytest.raises(ValueError, match="holds files a Llama export does not write"):
+        run_script("export", ["--model_name_or_path", str(saved / "native"), "--output_dir", str(saved / "layernorm")])

@@ -1,0 +1,179 @@
+"""A tiny-decoder as a plain `LlamaForCausalLM` folder: no custom code, no trust_remote_code.
+
+The default preset is, layer for layer, a Llama (pre-norm RMSNorm, RoPE, SwiGLU, no biases, GQA, tied head), so
+the export renames two norms and writes Llama's config; the weights are copied bit for bit and the logits agree to
+float rounding. A config Llama cannot express is refused with every field that blocks it.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+# Our name -> Llama's, for the two tensors whose names differ (everything else is named alike).
+RENAMES = {".attn_norm.": ".input_layernorm.", ".mlp_norm.": ".post_attention_layernorm."}
+LLAMA_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope")
+
+
+def llama_blockers(config) -> list[str]:
+    """The fields (as `name=value`) that keep `config` from being a Llama; empty when it is one."""
+    blockers = []
+
+    def need(name, ok):
+        if not ok:
+            blockers.append(f"{name}={getattr(config, name)!r}")
+
+    need("position_embedding", config.position_embedding == "rope")
+    need("norm", config.norm == "rmsnorm")
+    need("norm_position", config.norm_position == "pre")
+    need("hidden_act", config.hidden_act == "swiglu")
+    need("attention_type", config.attention_type == "softmax")
+    need("residual", config.residual == "add")
+    need("sliding_window", config.sliding_window is None)
+    need("early_exit_threshold", config.early_exit_threshold is None or config.early_exit_threshold >= 1)
+    rope = config.rope_parameters or {}
+    if config.position_embedding == "rope":
+        if rope.get("rope_type", "default") not in LLAMA_ROPE_TYPES:
+            blockers.append(f"rope_parameters.rope_type={rope.get('rope_type')!r}")
+        if rope.get("partial_rotary_factor", 1.0) != 1.0:
+            blockers.append(f"rope_parameters.partial_rotary_factor={rope['partial_rotary_factor']!r}")
+    return blockers
+
+
+def check_exportable(config) -> None:
+    blockers = llama_blockers(config)
+    if blockers:
+        raise ValueError(
+            f"this model is not expressible as a Llama ({', '.join(blockers)} differ from Llama's architecture); "
+            f"its native folder (remote code: trust_remote_code=True, or `import tiny_decoder`) still works everywhere "
+            f"transformers runs."
+        )
+
+
+def llama_config(config):
+    """LlamaConfig with the same shapes, RoPE, norm epsilon, special tokens and tying."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        head_dim=config.head_dim,
+        hidden_act="silu",
+        max_position_embeddings=config.max_position_embeddings,
+        initializer_range=config.initializer_range,
+        rms_norm_eps=config.norm_eps,
+        rope_parameters=dict(config.rope_parameters),
+        attention_bias=config.attention_bias,
+        mlp_bias=config.mlp_bias,
+        tie_word_embeddings=config.tie_word_embeddings,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        use_cache=True,
+    )
+
+
+def llama_state_dict(model) -> dict[str, torch.Tensor]:
+    """Our weights under Llama's names (the tied head stays tied: Llama's loader ties it from the config)."""
+    out = {}
+    for name, tensor in model.state_dict().items():
+        for ours, theirs in RENAMES.items():
+            name = name.replace(ours, theirs)
+        out[name] = tensor
+    if model.config.tie_word_embeddings:
+        out.pop("lm_head.weight", None)
+    return out
+
+
+def to_llama(model):
+    """A LlamaForCausalLM with this model's weights (same dtype), in eval mode."""
+    from transformers import LlamaForCausalLM
+
+    check_exportable(model.config)
+    llama = LlamaForCausalLM(llama_config(model.config)).to(next(model.parameters()).dtype)
+    missing, unexpected = llama.load_state_dict(llama_state_dict(model), strict=False)
+    missing = [k for k in missing if not (model.config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise RuntimeError(f"the Llama export does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if model.config.tie_word_embeddings:
+        llama.tie_weights()
+    if getattr(model, "generation_config", None) is not None:
+        llama.generation_config = model.generation_config
+    return llama.eval()
+
+
+def save_llama_folder(model, tokenizer, folder: str, source: str) -> None:
+    """model + tokenizer (a plain fast tokenizer, chat template kept) + a card naming the source as base_model,
+    written into `folder` (the caller makes it atomic)."""
+    llama = to_llama(model)
+    llama.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    _plain_tokenizer_config(Path(folder))
+    (Path(folder) / "README.md").write_text(_card(llama.config, source))
+
+
+def _plain_tokenizer_config(folder: Path) -> None:
+    """No custom classes or auto_map in tokenizer_config.json: AutoTokenizer loads it with no question asked."""
+    path = folder / "tokenizer_config.json"
+    data = json.loads(path.read_text())
+    data.pop("auto_map", None)
+    data["tokenizer_class"] = "PreTrainedTokenizerFast"
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _card(config, source: str) -> str:
+    n = config.num_hidden_layers
+    return (
+        "---\n"
+        "library_name: transformers\n"
+        "pipeline_tag: text-generation\n"
+        f"base_model: {source}\n"
+        "tags:\n- llama\n- tiny-decoder\n- text-generation\n"
+        "---\n\n"
+        f"# {Path(source).name} as a Llama\n\n"
+        f"A plain `LlamaForCausalLM` ({n} layers, hidden {config.hidden_size}, {config.num_attention_heads} heads, "
+        f"{config.num_key_value_heads} KV heads) exported from the tiny-decoder model `{source}` by `scripts/export.py "
+        "--format llama`: the same weights under Llama's names, so it loads anywhere Llama does, with no custom code.\n\n"
+        "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        'model = AutoModelForCausalLM.from_pretrained("<this folder>")\n'
+        'tokenizer = AutoTokenizer.from_pretrained("<this folder>")\n```\n'
+    )
+
+
+LLAMA_FILES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "README.md",
+    ".final.tmp",
+}
+
+
+def export_llama_folder(source: str, output_dir: str, overwrite: bool = False) -> Path:
+    """Load a saved tiny-decoder folder, refuse what Llama cannot express, write the Llama folder atomically
+    (under one writer's lock, never into a folder holding anything else)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..cli import check_model_source
+    from ..model import TinyDecoderForCausalLM
+    from ..training.run_dir import OutputLock, check_output_dir, clear_run, save_atomically
+
+    check_model_source(source)
+    model = AutoModelForCausalLM.from_pretrained(source)
+    if not isinstance(model, TinyDecoderForCausalLM):
+        raise ValueError(f"{source!r} is a {type(model).__name__}, not a tiny-decoder model; it needs no export.")
+    check_exportable(model.config)
+    old = check_output_dir(output_dir, overwrite, own=LLAMA_FILES, what="a Llama export")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    with OutputLock(output_dir):
+        clear_run(old)
+        save_atomically(output_dir, lambda folder: save_llama_folder(model.eval(), tokenizer, folder, source))
+    return Path(output_dir)
