@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,sft,eval]'
+	$(BIN)/pip install --quiet -e '.[dev,sft,eval,export]'
 	touch $(STAMP)
 
 # ruff: lint rules and format settings in pyproject.toml; CI runs `make lint` before the tests.
