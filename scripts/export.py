@@ -3,10 +3,12 @@
     python scripts/export.py --model_name_or_path runs/tiny --format llama --output_dir runs/tiny-llama
 
     python scripts/export.py --model_name_or_path runs/tiny --format gguf --outtype q8_0 --output_dir runs/tiny-gguf
+    python scripts/export.py --model_name_or_path runs/tiny --format onnx --output_dir runs/tiny-onnx
 
 `--format llama`: a plain LlamaForCausalLM folder (safetensors, config, generation config, tokenizer, card) that
 loads with zero custom code. `--format gguf`: one llama.cpp file (`llama` architecture, tokenizer inside) in
-f32, f16 or q8_0. A config Llama cannot express is refused, naming every field that blocks it.
+f32, f16 or q8_0. `--format onnx`: model.onnx, a decoder with past keys and values (ONNX Runtime), with the
+tokenizer. A config Llama cannot express is refused for llama/gguf, naming every field that blocks it.
 """
 
 import sys
@@ -15,8 +17,9 @@ from dataclasses import dataclass, field
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.export.gguf import OUTTYPES, export_gguf_folder
 from tiny_decoder.export.llama import export_llama_folder
+from tiny_decoder.export.onnx import export_onnx_folder
 
-FORMATS = ("llama", "gguf")
+FORMATS = ("llama", "gguf", "onnx")
 
 
 @dataclass
@@ -41,6 +44,10 @@ def main(argv=None):
     if args.format == "gguf":
         path = export_gguf_folder(args.model_name_or_path, args.output_dir, args.outtype, args.overwrite_output_dir)
         print(f"wrote {path} (GGUF, llama architecture, {args.outtype}, tokenizer inside)")
+        return path
+    if args.format == "onnx":
+        path = export_onnx_folder(args.model_name_or_path, args.output_dir, args.overwrite_output_dir)
+        print(f"wrote {path} (a decoder with past keys and values for ONNX Runtime) and the tokenizer")
         return path
     folder = export_llama_folder(args.model_name_or_path, args.output_dir, args.overwrite_output_dir)
     print(f"wrote a LlamaForCausalLM folder to {folder} (loads with no custom code)")
