@@ -308,9 +308,21 @@ def check_hub_access() -> None:
 
 
 def push_model(model, tokenizer, card: str, args) -> None:
-    """Model, tokenizer and card to `args.hub_model_id`."""
-    from huggingface_hub import ModelCard
+    """Model, tokenizer and card to `args.hub_model_id`; with hub_format="llama", the plain Llama export instead
+    (its own card names the run's model as base_model), so Hub users need no trust_remote_code."""
+    from huggingface_hub import HfApi, ModelCard
 
+    if getattr(args, "hub_format", "native") == "llama":
+        import tempfile
+
+        from .export.llama import save_llama_folder
+
+        with tempfile.TemporaryDirectory() as folder:
+            save_llama_folder(model, tokenizer, folder, args.output_dir)
+            api = HfApi()
+            api.create_repo(args.hub_model_id, private=args.hub_private_repo, exist_ok=True)
+            api.upload_folder(repo_id=args.hub_model_id, folder_path=folder, commit_message="Llama export of the trained model")
+        return
     model.push_to_hub(args.hub_model_id, private=args.hub_private_repo)
     tokenizer.push_to_hub(args.hub_model_id, private=args.hub_private_repo)
     ModelCard(card).push_to_hub(args.hub_model_id)

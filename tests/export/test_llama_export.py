@@ -151,3 +151,62 @@ def test_bad_exports_are_refused_in_one_line_and_write_nothing(saved, tmp_path):
     )
     with pytest.raises(ValueError, match="holds files a Llama export does not write"):
         run_script("export", ["--model_name_or_path", str(saved / "native"), "--output_dir", str(saved / "layernorm")])
+
+
+def fake_hub(monkeypatch):
+    """The Hub's upload calls, recorded instead of sent (the Hub cannot be reached here)."""
+    import huggingface_hub
+
+    import tiny_decoder.training.trainer as trainer_module
+
+    uploads = []
+
+    def upload_folder(self, repo_id, folder_path, **kw):
+        from pathlib import Path
+
+        folder = Path(folder_path)
+        uploads.append(
+            {
+                "repo": repo_id,
+                "files": sorted(p.name for p in folder.iterdir()),
+                "config": json.loads((folder / "config.json").read_text()),
+                "card": (folder / "README.md").read_text(),
+            }
+        )
+
+    monkeypatch.setattr(trainer_module, "check_hub_access", lambda: None)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, *a, **k: None)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    return uploads
+
+
+def test_push_to_hub_can_push_the_llama_export(workdir, tmp_path, monkeypatch):
+    from conftest import cli_args, run
+
+    uploads = fake_hub(monkeypatch)
+    out = tmp_path / "run"
+    run(cli_args(workdir, out, max_steps=2, push_to_hub="true", hub_model_id="me/tiny", hub_format="llama"))
+    (up,) = uploads
+    assert up["repo"] == "me/tiny" and up["config"]["architectures"] == ["LlamaForCausalLM"]
+    assert "model.safetensors" in up["files"] and "tokenizer.json" in up["files"]
+    assert not any(f.endswith(".py") for f in up["files"]) and "auto_map" not in up["config"]
+    assert f"base_model: {out}" in up["card"]
+
+
+def test_pushing_a_llama_export_of_a_non_llama_config_is_refused_before_training(workdir, tmp_path, monkeypatch):
+    from conftest import cli_args, run
+
+    fake_hub(monkeypatch)
+    with pytest.raises(ValueError, match=r"not expressible as a Llama \(norm='layernorm'"):
+        run(
+            cli_args(
+                workdir,
+                tmp_path / "run",
+                max_steps=2,
+                push_to_hub="true",
+                hub_model_id="me/tiny",
+                hub_format="llama",
+                config_overrides="norm=layernorm",
+            )
+        )
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

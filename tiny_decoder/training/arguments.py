@@ -85,6 +85,13 @@ class TrainArguments:
     hub_model_id: str | None = None
     hub_strategy: str = field(default="end", metadata={"help": "'end', or 'checkpoint' to push every checkpoint too."})
     hub_private_repo: bool = False
+    hub_format: str = field(
+        default="native",
+        metadata={
+            "help": "'native' (the model with its remote code), or 'llama': push the plain Llama export, which Hub "
+            "users load without trust_remote_code (the config must be Llama-expressible; checked first)."
+        },
+    )
     # Zeroth-order training (training/zeroth_order.py): forward passes only, at inference memory.
     optim: str = field(
         default="adamw_torch",
@@ -133,6 +140,7 @@ class TrainArguments:
             "lr_scheduler_type": ("cosine", "linear", "constant"),
             "mixed_precision": ("no", "bf16", "fp16"),
             "hub_strategy": ("end", "checkpoint"),
+            "hub_format": ("native", "llama"),
             "report_to": ("tensorboard", "all", "none"),
             "optim": ("adamw_torch", "zeroth_order"),
             "zo_difference": ("central", "forward"),

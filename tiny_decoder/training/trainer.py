@@ -318,6 +318,10 @@ class Trainer:
             config = build_config(margs, tokenizer, block_size)
             model = TinyDecoderForCausalLM._from_config(config, attn_implementation=margs.attn_implementation)
             self.objective.prepare(model, tokenizer, self.accelerator, compile=self.args.torch_compile)
+        if self.args.push_to_hub and self.args.hub_format == "llama":  # refused before training, not after it
+            from ..export.llama import check_exportable
+
+            check_exportable(model.config)
         signature = self.objective.signature()
         if self.resume_from is not None and self.state.objective not in (None, signature):
             self.say(f"warning: {self.resume_from} was trained with {self.state.objective}; this run uses {signature}")
