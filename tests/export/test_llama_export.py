@@ -210,3 +210,17 @@ def test_pushing_a_llama_export_of_a_non_llama_config_is_refused_before_training
             )
         )
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_pruned_model_exports_exactly():
+    from tiny_decoder.pruning import prune_model
+
+    torch.manual_seed(0)
+    model = TinyDecoderForCausalLM(small_config(hidden_size=64, num_attention_heads=4, num_key_value_heads=2)).eval()
+    calibration = [torch.randint(3, 67, (4, 12)) for _ in range(2)]
+    small, _ = prune_model(model, calibration, num_heads=2, intermediate_size=96)
+    assert small.config.head_dim * small.config.num_attention_heads != small.config.hidden_size  # explicit head_dim
+    llama = to_llama(small.eval())
+    ids = torch.randint(3, 67, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(llama(ids).logits, small(ids).logits, atol=1e-5, rtol=0)
