@@ -73,3 +73,20 @@ def test_gguf_refusals(source, tmp_path):
     run_script("export", ["--model_name_or_path", str(source), "--format", "gguf", "--output_dir", str(out)])
     with pytest.raises(ValueError, match="already holds a GGUF export's output"):
         run_script("export", ["--model_name_or_path", str(source), "--format", "gguf", "--output_dir", str(out)])
+
+
+def test_llama_cpp_itself_runs_our_gguf(source, tmp_path):
+    """llama.cpp (through llama-cpp-python, the optional [llamacpp] extra) decodes our f32 file greedily to our tokens."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install '.[llamacpp]')")
+    path = run_script("export", ["--model_name_or_path", str(source), "--format", "gguf", "--output_dir", str(tmp_path)])
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, verbose=False, logits_all=False)
+    prompt = [5, 9, 17, 3, 11, 40]
+    theirs = []
+    for token in llm.generate(prompt, top_k=1, top_p=1.0, temp=0.0):
+        theirs.append(token)
+        if len(theirs) == 10:
+            break
+    ours = TinyDecoderForCausalLM.from_pretrained(source).eval()
+    with torch.no_grad():
+        ref = ours.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert theirs == ref[0, len(prompt) :].tolist()
