@@ -482,8 +482,10 @@ class Trainer:
         acc, step = self.accelerator, self.state.step
         if acc.num_processes > 1 and step % self.args.logging_steps:
             return
-        grad_norm = self.steps.grad_norm
-        bad = ~torch.isfinite(self.window.loss_sum) | (grad_norm is not None and ~torch.isfinite(grad_norm))
+        grad_norm = self.steps.grad_norm  # a tensor, or a float from some backends, or None without clipping
+        bad = ~torch.isfinite(self.window.loss_sum)
+        if grad_norm is not None:
+            bad = bad | ~torch.isfinite(torch.as_tensor(grad_norm, device=bad.device))
         if acc.num_processes > 1:
             bad = acc.reduce(bad.float().reshape(1), reduction="sum") > 0
         if bool(bad):
