@@ -10,6 +10,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Measured matmul rates (the MFU yardstick) go to a folder of this test session, not the user's ~/.cache.
+os.environ.setdefault("TINY_DECODER_CACHE", __import__("tempfile").mkdtemp(prefix="tiny-decoder-cache-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
