@@ -95,7 +95,8 @@ bench: setup
 	$(BIN)/python bench/speed.py
 	$(BIN)/python bench/zeroth_order.py
 	$(BIN)/python bench/attention_cost.py
-	@if test -f "$(TEACHER)/model.safetensors"; then $(BIN)/python bench/runtimes.py --model "$(TEACHER)"; \
+	@if test -f "$(TEACHER)/model.safetensors"; then $(BIN)/python bench/runtimes.py --model "$(TEACHER)" && \
+	  $(BIN)/python bench/engine.py --model "$(TEACHER)"; \
 	  else echo "bench/runtimes.py skipped: no model at $(TEACHER) (make train writes runs/tiny)"; fi
 
 clean:

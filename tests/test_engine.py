@@ -1,0 +1,113 @@
+"""The decode engine gives generate()'s greedy tokens for every variant with a static cache (batches of different
+lengths, per-row EOS, repetition penalty), samples only what generate()'s top-k/top-p would allow, and refuses bad
+input in one line."""
+
+import pytest
+import torch
+from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+from conftest import small_config
+from tiny_decoder import TinyDecoderForCausalLM
+from tiny_decoder.engine import Engine, sample
+
+EOS, PAD = 5, 0
+PROMPTS = [[3, 9, 17, 22, 8, 40], [11, 4], [30, 31, 32]]
+VARIANTS = {
+    "rope_gqa": {},
+    "mqa": dict(num_key_value_heads=1),
+    "alibi": dict(position_embedding="alibi"),
+    "learned": dict(position_embedding="learned"),
+    "sinusoidal_post_norm": dict(position_embedding="sinusoidal", norm_position="post"),
+    "sliding_window": dict(sliding_window=4),
+    "layernorm_gelu": dict(norm="layernorm", hidden_act="gelu"),
+}
+
+
+def model_with(**over):
+    torch.manual_seed(0)
+    return TinyDecoderForCausalLM(small_config(eos_token_id=EOS, pad_token_id=PAD, **over)).eval()
+
+
+def generate_reference(model, prompts, n, eos=EOS, **kw):
+    """generate() on the left-padded batch, each row cut after its first EOS."""
+    width = max(map(len, prompts))
+    ids = torch.tensor([[PAD] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=mask, max_new_tokens=n, eos_token_id=eos, pad_token_id=PAD, **kw)
+    rows = []
+    for row in out[:, width:].tolist():
+        rows.append(row[: row.index(eos) + 1] if eos in row else row)
+    return rows
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_greedy_tokens_equal_generate(name):
+    model = model_with(**VARIANTS[name])
+    assert Engine(model).generate(PROMPTS, 16) == generate_reference(model, PROMPTS, 16, do_sample=False)
+
+
+def test_rows_stop_at_their_own_eos():
+    model = model_with()
+    free = Engine(model).generate(PROMPTS, 20, eos_token_id=-1)
+    eos = free[1][3]  # a token the second row makes at its fourth step: as EOS, that row stops there
+    out = Engine(model).generate(PROMPTS, 20, eos_token_id=eos)
+    assert out == generate_reference(model, PROMPTS, 20, eos=eos, do_sample=False)
+    assert len(out[1]) <= 4 and out[1][-1] == eos and max(map(len, out)) > len(out[1])  # one row stopped, alone
+
+
+def test_repetition_penalty_is_generates():
+    model = model_with()
+    out = Engine(model).generate(PROMPTS, 16, repetition_penalty=1.5)
+    assert out == generate_reference(model, PROMPTS, 16, do_sample=False, repetition_penalty=1.5)
+
+
+@pytest.mark.slow
+def test_the_compiled_step_gives_the_same_tokens():
+    model = model_with(num_key_value_heads=1)
+    assert Engine(model, compile=True).generate(PROMPTS, 12) == generate_reference(model, PROMPTS, 12, do_sample=False)
+
+
+def test_sampling_is_seeded_and_stays_inside_generates_top_k_top_p():
+    torch.manual_seed(1)
+    logits = torch.randn(4, 67) * 3
+    allowed = TopPLogitsWarper(0.8)(None, TopKLogitsWarper(10)(None, logits.clone())) > float("-inf")
+    seen = torch.zeros(4, 67, dtype=torch.bool)
+    draws = torch.stack([sample(logits, 1.0, 10, 0.8, 1.0, seen, torch.Generator().manual_seed(s)) for s in range(300)])
+    assert allowed.gather(1, draws.T).all()  # never a token generate()'s warpers would remove
+    assert (draws != draws[0]).any()  # and more than one of the allowed ones
+    for top_p in (None, 0.5):  # top-p alone (a full sort) stays inside too
+        allowed = (TopPLogitsWarper(top_p)(None, logits.clone()) if top_p else logits) > float("-inf")
+        draws = torch.stack([sample(logits, 1.0, None, top_p, 1.0, seen, torch.Generator().manual_seed(s)) for s in range(50)])
+        assert allowed.gather(1, draws.T).all()
+    assert torch.equal(sample(logits, 1.0, 1, None, 1.0, seen, None), logits.argmax(-1))  # top-k 1 is greedy
+    model = model_with()
+    a = Engine(model).generate(PROMPTS, 10, temperature=1.0, top_k=20, top_p=0.9, seed=3)
+    b = Engine(model).generate(PROMPTS, 10, temperature=1.0, top_k=20, top_p=0.9, seed=3)
+    c = Engine(model).generate(PROMPTS, 10, temperature=1.0, top_k=20, top_p=0.9, seed=4)
+    assert a == b and a != c
+
+
+def test_stream_sees_every_token_in_order():
+    model = model_with()
+    seen = {}
+    out = Engine(model).generate(PROMPTS, 8, stream=lambda row, token: seen.setdefault(row, []).append(token))
+    assert [seen[i] for i in range(len(PROMPTS))] == out
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(prompts=[], max_new_tokens=4), "one or more prompts"),
+        (dict(prompts=[[3], []], max_new_tokens=4), "at least one token"),
+        (dict(prompts=[[3]], max_new_tokens=0), "max_new_tokens=0 must be >= 1"),
+        (dict(prompts=[[3] * 60], max_new_tokens=10), "beyond the model's context of 64"),
+        (dict(prompts=[[3]], max_new_tokens=4, top_p=0.0), "top_p=0.0 in"),
+        (dict(prompts=[[3]], max_new_tokens=4, temperature=-1.0), "temperature=-1.0 must be >= 0"),
+    ],
+)
+def test_bad_input_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Engine(model_with()).generate(**kwargs)
+    with pytest.raises(ValueError, match="linear.*use model.generate"):
+        Engine(model_with(attention_type="linear"))

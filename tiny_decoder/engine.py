@@ -1,0 +1,143 @@
+"""A decode engine: the model's own forward and cache, without generate()'s per-step machinery.
+
+    from tiny_decoder.engine import Engine
+    new_tokens = Engine(model).generate([[0, 412, 88], [0, 7]], max_new_tokens=100, temperature=0.8, top_k=50, seed=0)
+
+Design choices (nanochat's Engine and gpt-fast are the anchors):
+- One preallocated static KV cache (transformers' `StaticCache`) for the whole batch: prompts of different lengths are
+  left-padded and masked, positions count real tokens only (as generate() does), so greedy decoding gives exactly
+  generate()'s tokens.
+- One decode step is a function (token, position, mask) -> next-token logits; with `compile=True` it gets the
+  whole-cache mask, so its shapes are fixed and torch.compile traces it once per (batch, length) (the static cache's
+  write index is a tensor).
+- Sampling stays on the device: temperature, top-k, top-p, repetition penalty, a torch.Generator per call (seed).
+- Each row stops at its EOS; the loop ends when every row has stopped or max_new_tokens is reached; `stream` is
+  called with (row, token) for every new token as it is made.
+It is a faster path, not a second model: `generate()` stays the public, documented way. Variants whose attention
+cannot use a static cache (linear attention: it sums over every cached slot) are refused; all others work.
+"""
+
+import torch
+
+
+class Engine:
+    def __init__(self, model, compile: bool = False):
+        self.model = model.eval()
+        self.config = model.config
+        self.compile = compile
+        self._step = torch.compile(self._decode, fullgraph=True, dynamic=False) if compile else self._decode
+        if getattr(self.config, "attention_type", "softmax") == "linear":
+            raise ValueError(
+                "attention_type='linear' sums over every cached slot, so it cannot use the engine's static cache; "
+                "use model.generate() (the dynamic cache) for this model."
+            )
+
+    def _decode(self, token, position, mask, cache):
+        """(B, 1) token ids at (B, 1) positions, (B, L) mask over the whole cache -> (B, V) logits of the next token."""
+        return self.model(input_ids=token, position_ids=position, attention_mask=mask, cache=cache, use_cache=True).logits[:, -1]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        repetition_penalty: float = 1.0,
+        eos_token_id: int | None = None,
+        stream=None,
+    ) -> list[list[int]]:
+        """Per prompt (a list of token ids), the new token ids, ending with the EOS if one was made
+        (temperature 0 = greedy). `eos_token_id` defaults to the config's."""
+        self._check(prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty)
+        from transformers import StaticCache
+
+        model, cfg = self.model, self.config
+        device = next(model.parameters()).device
+        eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
+        pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
+        lengths = torch.tensor([len(p) for p in prompts], device=device)
+        batch, width = len(prompts), int(lengths.max())
+        total = width + max_new_tokens
+        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
+        mask = torch.zeros(batch, total, dtype=torch.long, device=device)
+        mask[:, :width] = (torch.arange(width, device=device) >= (width - lengths)[:, None]).long()
+        cache = StaticCache(config=cfg, max_cache_len=total)
+        positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, position_ids=positions, attention_mask=mask[:, :width], cache=cache, use_cache=True).logits[
+            :, -1
+        ]
+        generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+        seen = torch.zeros(batch, cfg.vocab_size, dtype=torch.bool, device=device)
+        seen.scatter_(1, ids, mask[:, :width].bool())
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        made = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=device)
+        count = torch.zeros(batch, dtype=torch.long, device=device)  # tokens each row made, its EOS included
+        pad_token = torch.tensor(pad, device=device)
+        for i in range(max_new_tokens):
+            token = sample(logits.float(), temperature, top_k, top_p, repetition_penalty, seen, generator)
+            token = torch.where(done, pad_token, token)
+            made[:, i] = token
+            count += (~done).long()
+            if stream is not None:
+                for row in (~done).nonzero().flatten().tolist():
+                    stream(row, int(token[row]))
+            if repetition_penalty != 1.0:
+                seen.scatter_(1, token[:, None], True)
+            if eos is not None:
+                done |= token == eos
+                if bool(done.all()):  # one sync a step, only when rows can stop
+                    break
+            if i == max_new_tokens - 1:
+                break
+            mask[:, width + i] = 1
+            # compiled: the whole mask (one shape for every step); eager: the slots filled so far, as generate() passes
+            step_mask = mask if self.compile else mask[:, : width + i + 1]
+            logits = self._step(token[:, None], (lengths + i)[:, None], step_mask, cache)
+        return [row[:n] for row, n in zip(made.tolist(), count.tolist())]
+
+    def _check(self, prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty):
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("Engine.generate needs one or more prompts, each with at least one token id.")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1.")
+        longest = max(map(len, prompts)) + max_new_tokens
+        limit = getattr(self.config, "max_position_embeddings", None)
+        if limit is not None and longest > limit:
+            raise ValueError(
+                f"the longest prompt plus max_new_tokens is {longest} tokens, beyond the model's context of "
+                f"{limit}; shorten the prompt or lower max_new_tokens."
+            )
+        if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+            raise ValueError(f"temperature={temperature} must be >= 0, top_k={top_k} >= 1, top_p={top_p} in (0, 1].")
+        if not repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty={repetition_penalty} must be > 0.")
+
+
+def sample(logits, temperature, top_k, top_p, repetition_penalty, seen, generator) -> torch.Tensor:
+    """(B, V) float logits -> (B,) token ids, on the logits' device; the same transforms as generate()'s
+    processors (repetition penalty, temperature, top-k, top-p), then argmax (temperature 0) or a draw."""
+    if repetition_penalty != 1.0:  # CTRL's penalty on tokens already present, as RepetitionPenaltyLogitsProcessor
+        penalised = torch.where(logits < 0, logits * repetition_penalty, logits / repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        # Top-k first, then top-p among the k survivors only: the same distribution as filtering all V logits (the
+        # others have probability 0), without sorting the whole vocabulary every step.
+        values, index = torch.topk(logits, top_k, dim=-1)  # descending
+        if top_p is not None and top_p < 1.0:
+            probs = values.softmax(-1)
+            values = values.masked_fill(probs.cumsum(-1) - probs >= top_p, float("-inf"))  # the top one always stays
+        choice = torch.multinomial(values.softmax(-1), 1, generator=generator)
+        return index.gather(1, choice).squeeze(-1)
+    if top_p is not None and top_p < 1.0:  # keep the smallest set whose probability reaches top_p (at least one)
+        sorted_logits, order = torch.sort(logits, descending=False, dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        remove_sorted = cumulative <= 1 - top_p
+        remove_sorted[:, -1] = False
+        logits = logits.masked_fill(remove_sorted.scatter(1, order, remove_sorted), float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
