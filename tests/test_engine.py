@@ -111,3 +111,31 @@ def test_bad_input_is_refused(kwargs, message):
         Engine(model_with()).generate(**kwargs)
     with pytest.raises(ValueError, match="linear.*use model.generate"):
         Engine(model_with(attention_type="linear"))
+
+
+def test_the_package_samples_through_the_engine(tiny_tokenizer):
+    from tiny_decoder.evaluation.sampling import SAMPLING, sample_texts
+
+    torch.manual_seed(0)
+    model = TinyDecoderForCausalLM(
+        small_config(
+            vocab_size=len(tiny_tokenizer), eos_token_id=tiny_tokenizer.eos_token_id, pad_token_id=tiny_tokenizer.pad_token_id
+        )
+    ).eval()
+    prompts = [[tiny_tokenizer.eos_token_id, 40, 41], [tiny_tokenizer.eos_token_id, 50]]
+    texts = sample_texts(model, tiny_tokenizer, prompts, 12, seed=7, include_prompt=False)
+    new = Engine(model).generate(
+        prompts,
+        12,
+        temperature=1.0,
+        top_k=SAMPLING["top_k"],
+        top_p=SAMPLING["top_p"],
+        seed=7,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+    )
+    assert texts == [tiny_tokenizer.decode(n, skip_special_tokens=True) for n in new]
+    linear = TinyDecoderForCausalLM(
+        small_config(vocab_size=len(tiny_tokenizer), attention_type="linear", pad_token_id=tiny_tokenizer.pad_token_id)
+    ).eval()
+    same_length = [[tiny_tokenizer.eos_token_id, 40], [tiny_tokenizer.eos_token_id, 50]]  # linear attention: no padding
+    assert len(sample_texts(linear, tiny_tokenizer, same_length, 5, seed=7)) == 2  # generate() where the engine cannot go
