@@ -8,17 +8,8 @@ check that the engine's tokens equal generate()'s.
 """
 
 import argparse
-import time
 
-
-def best(fn, repeats: int) -> tuple[float, object]:
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times), result
+from tiny_decoder.evaluation.speed import best_of as best
 
 
 def main(argv=None):

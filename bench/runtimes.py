@@ -12,18 +12,14 @@ extra `make setup` does not install: `pip install llama-cpp-python`, which build
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
+
+from tiny_decoder.evaluation.speed import best_of
 
 
 def best_rate(fn, new_tokens: int, repeats: int) -> tuple[float, list[int]]:
-    tokens = fn()  # warm-up (and compilation)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return new_tokens / best, tokens
+    seconds, tokens = best_of(fn, repeats)  # after a warm-up (and compilation)
+    return new_tokens / seconds, tokens
 
 
 def size_mb(*paths) -> float:

@@ -70,8 +70,10 @@ class Engine:
             :, -1
         ]
         generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-        seen = torch.zeros(batch, cfg.vocab_size, dtype=torch.bool, device=device)
-        seen.scatter_(1, ids, mask[:, :width].bool())
+        seen = None  # tokens already in each row, for the repetition penalty only
+        if repetition_penalty != 1.0:
+            seen = torch.zeros(batch, cfg.vocab_size, dtype=torch.bool, device=device)
+            seen.scatter_(1, ids, mask[:, :width].bool())
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         made = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=device)
         count = torch.zeros(batch, dtype=torch.long, device=device)  # tokens each row made, its EOS included

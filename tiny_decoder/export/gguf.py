@@ -45,6 +45,14 @@ def gguf_blockers(config) -> list[str]:
     return out
 
 
+def check_gguf(config) -> None:
+    """Llama's limits, then what this writer does not carry; one line naming the fields."""
+    check_exportable(config)
+    blockers = gguf_blockers(config)
+    if blockers:
+        raise ValueError(f"this model cannot be written as GGUF here ({', '.join(blockers)}); --format llama still works.")
+
+
 def permute(weight: np.ndarray, n_head: int) -> np.ndarray:
     """HF's rotary halves -> llama.cpp's interleaved pairs, per head (llama.cpp's convert_hf_to_gguf)."""
     return weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
@@ -79,10 +87,7 @@ def save_gguf(model, tokenizer, path: str, outtype: str = "f32", name: str = "ti
     if outtype not in OUTTYPES:
         raise ValueError(f"--outtype {outtype!r} is not one of {list(OUTTYPES)}.")
     cfg = model.config
-    check_exportable(cfg)
-    blockers = gguf_blockers(cfg)
-    if blockers:
-        raise ValueError(f"this model cannot be written as GGUF here ({', '.join(blockers)}); --format llama still works.")
+    check_gguf(cfg)
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
     w = gguf.GGUFWriter(path, "llama")
     w.add_name(name)
@@ -143,31 +148,21 @@ def export_gguf_folder(source: str, output_dir: str, outtype: str = "f32", overw
     first, renamed when complete; the folder rule of every script (one writer, nothing foreign overwritten)."""
     import os
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..cli import check_model_source
-    from ..model import TinyDecoderForCausalLM
     from ..training.run_dir import OutputLock, check_output_dir
+    from . import load_tiny_decoder
 
     try:
         import gguf  # noqa: F401
     except ImportError:
         raise ValueError("--format gguf needs the gguf package: pip install 'tiny-decoder[export]' (or gguf).") from None
-    check_model_source(source)
-    model = AutoModelForCausalLM.from_pretrained(source)
-    if not isinstance(model, TinyDecoderForCausalLM):
-        raise ValueError(f"{source!r} is a {type(model).__name__}, not a tiny-decoder model.")
-    check_exportable(model.config)
-    blockers = gguf_blockers(model.config)
-    if blockers:
-        raise ValueError(f"this model cannot be written as GGUF here ({', '.join(blockers)}); --format llama still works.")
+    model, tokenizer = load_tiny_decoder(source)
+    check_gguf(model.config)
     name = gguf_file_name(source, outtype)
     own = {gguf_file_name(source, t) for t in OUTTYPES} | {name + ".tmp"}
     check_output_dir(output_dir, overwrite, own=own, what="a GGUF export")
-    tokenizer = AutoTokenizer.from_pretrained(source)
     target = Path(output_dir) / name
     with OutputLock(output_dir):
         tmp = target.with_name(name + ".tmp")
-        save_gguf(model.eval(), tokenizer, str(tmp), outtype, name=Path(source).name or "tiny-decoder")
+        save_gguf(model, tokenizer, str(tmp), outtype, name=Path(source).name or "tiny-decoder")
         os.replace(tmp, target)
     return target

@@ -160,20 +160,13 @@ LLAMA_FILES = {
 def export_llama_folder(source: str, output_dir: str, overwrite: bool = False) -> Path:
     """Load a saved tiny-decoder folder, refuse what Llama cannot express, write the Llama folder atomically
     (under one writer's lock, never into a folder holding anything else)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..cli import check_model_source
-    from ..model import TinyDecoderForCausalLM
     from ..training.run_dir import OutputLock, check_output_dir, clear_run, save_atomically
+    from . import load_tiny_decoder
 
-    check_model_source(source)
-    model = AutoModelForCausalLM.from_pretrained(source)
-    if not isinstance(model, TinyDecoderForCausalLM):
-        raise ValueError(f"{source!r} is a {type(model).__name__}, not a tiny-decoder model; it needs no export.")
+    model, tokenizer = load_tiny_decoder(source)
     check_exportable(model.config)
     old = check_output_dir(output_dir, overwrite, own=LLAMA_FILES, what="a Llama export")
-    tokenizer = AutoTokenizer.from_pretrained(source)
     with OutputLock(output_dir):
         clear_run(old)
-        save_atomically(output_dir, lambda folder: save_llama_folder(model.eval(), tokenizer, folder, source))
+        save_atomically(output_dir, lambda folder: save_llama_folder(model, tokenizer, folder, source))
     return Path(output_dir)

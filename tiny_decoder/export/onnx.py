@@ -105,21 +105,15 @@ def greedy_decode(session, info: dict, prompt: list[int], max_new_tokens: int, s
 def export_onnx_folder(source: str, output_dir: str, overwrite: bool = False) -> Path:
     """Load a saved tiny-decoder folder and write model.onnx, onnx_decoder.json and the tokenizer into output_dir
     (built in a temporary folder and moved in; the folder rule of every script)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..cli import check_model_source
-    from ..model import TinyDecoderForCausalLM
     from ..training.run_dir import OutputLock, check_output_dir, clear_run, save_atomically
+    from . import load_tiny_decoder
 
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
         raise ValueError("--format onnx needs onnx and onnxscript: pip install 'tiny-decoder[export]'.") from None
-    check_model_source(source)
-    model = AutoModelForCausalLM.from_pretrained(source)
-    if not isinstance(model, TinyDecoderForCausalLM):
-        raise ValueError(f"{source!r} is a {type(model).__name__}, not a tiny-decoder model.")
+    model, tokenizer = load_tiny_decoder(source)
     own = {
         "model.onnx",
         "model.onnx.data",
@@ -131,7 +125,6 @@ def export_onnx_folder(source: str, output_dir: str, overwrite: bool = False) ->
         ".final.tmp",
     }
     old = check_output_dir(output_dir, overwrite, own=own, what="an ONNX export")
-    tokenizer = AutoTokenizer.from_pretrained(source)
     with OutputLock(output_dir):
         clear_run(old)
         save_atomically(output_dir, lambda folder: save_onnx(model, str(Path(folder) / "model.onnx")), tokenizer.save_pretrained)

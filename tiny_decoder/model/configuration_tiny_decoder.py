@@ -165,7 +165,13 @@ class TinyDecoderConfig(PretrainedConfig):
         return out
 
     def check_values(self, rope_theta: float | None = None) -> None:
-        """Raise ValueError naming the field, its value and what is allowed."""
+        """Raise ValueError naming the field, its value and what is allowed: each field alone, then the
+        combinations that must agree."""
+        rope = self._check_fields(rope_theta)
+        self._check_combinations(rope)
+
+    def _check_fields(self, rope_theta: float | None) -> dict:
+        """Every field on its own; returns the RoPE settings with their defaults filled in."""
         for name, allowed in (
             ("position_embedding", POSITION_EMBEDDINGS),
             ("norm", NORMS),
@@ -215,6 +221,10 @@ class TinyDecoderConfig(PretrainedConfig):
                 raise ValueError(f"TinyDecoderConfig.{name}={value!r} must be > 0.")
         if not (isinstance(self.sinusoidal_scale, (int, float)) and 0 < self.sinusoidal_scale < float("inf")):
             raise ValueError(f"TinyDecoderConfig.sinusoidal_scale={self.sinusoidal_scale!r} must be a finite number > 0.")
+        return rope
+
+    def _check_combinations(self, rope: dict) -> None:
+        """Fields that must fit together: head counts and sizes, RoPE channels, ALiBi slopes, windows, linear attention."""
         if not self._head_dim_given and self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"TinyDecoderConfig.hidden_size={self.hidden_size} is not divisible by "

@@ -265,7 +265,7 @@ class TinyDecoderPreTrainedModel(PreTrainedModel):
             if getattr(module, "is_position_table", False):
                 # Learned positions start at a tenth of the token embeddings' scale, so at init the input is the
                 # token and position information grows as training needs it; at the same scale, random position
-                # vectors drown the tokens (make experiment, nano: val loss 4.71 at std 0.02 vs 4.11 at 0.002).
+                # vectors drown the tokens (make experiment, nano: +0.66 nats over RoPE at std 0.02, +0.21 at this init).
                 std = std * POSITION_INIT_FRACTION
             init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, RotaryEmbedding):

@@ -494,7 +494,7 @@ class Trainer:
 
     def _check_weights_finite(self):
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
+        if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):  # one sync, not one a tensor
             self._diverged(f"the weights hold inf or nan after step {self.state.step}")
 
     def _diverged(self, what: str):
