@@ -66,7 +66,12 @@ class TrainArguments:
     max_eval_batches: int | None = field(default=None, metadata={"help": "Evaluate on at most this many batches."})
     save_steps: int = 500
     save_total_limit: int | None = 2
-    mixed_precision: str = field(default="no", metadata={"help": "'no', 'bf16' or 'fp16'."})
+    mixed_precision: str = field(
+        default="no",
+        metadata={
+            "help": "'no' (fp32), 'bf16', 'fp16', or 'auto': time the run's step in each on this machine, keep the fastest."
+        },
+    )
     torch_compile: bool = False
     use_cpu: bool = False
     dataloader_num_workers: int = 0
@@ -138,7 +143,7 @@ class TrainArguments:
             raise ValueError(f"--seed {self.seed} must be in [0, 2**32 - 1].")
         choices = {
             "lr_scheduler_type": ("cosine", "linear", "constant"),
-            "mixed_precision": ("no", "bf16", "fp16"),
+            "mixed_precision": ("no", "bf16", "fp16", "auto"),
             "hub_strategy": ("end", "checkpoint"),
             "hub_format": ("native", "llama"),
             "report_to": ("tensorboard", "all", "none"),

@@ -15,6 +15,12 @@ def flops_per_token(num_params: int, config, seq_len: int) -> float:
     return 6 * num_params + 12 * config.num_hidden_layers * seq_len * config.hidden_size
 
 
+def forward_flops_per_token(num_params: int, config, context: float) -> float:
+    """Inference FLOPs per token at `context` tokens of keys: 2N for the matmuls plus 4 * layers * context * hidden
+    for the scores and the weighted values (a third of the training count, attention at the given context)."""
+    return 2 * num_params + 4 * config.num_hidden_layers * context * config.hidden_size
+
+
 def device_name(device) -> str:
     """What the rate belongs to: the GPU's name, or the CPU's model and the threads torch uses."""
     import platform

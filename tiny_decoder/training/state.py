@@ -3,6 +3,8 @@ and a resumed run starts from it exactly where the interrupted one stopped."""
 
 from dataclasses import asdict, dataclass
 
+OPTIONAL = ("planned_total_steps", "planned_from", "precision")
+
 
 @dataclass
 class TrainState:
@@ -14,10 +16,11 @@ class TrainState:
     objective: dict | None = None  # the objective's signature, so a resume can say when the loss changed
     planned_total_steps: int | None = None  # the time budget's plan (see budget.py), made once per run
     planned_from: int | None = None  # ... and the schedule length it shortened
+    precision: str | None = None  # accelerate's mixed_precision the run uses (what `auto` chose), for resumes
 
     def state_dict(self) -> dict:
-        """A JSON-ready dict; the plan's keys only once there is a plan (the format of earlier checkpoints)."""
-        return {k: v for k, v in asdict(self).items() if v is not None or not k.startswith("planned")}
+        """A JSON-ready dict; the optional keys only once set (the format of earlier checkpoints)."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in OPTIONAL}
 
     def load_state_dict(self, state: dict) -> None:
         """Read a checkpoint's state; fields that older checkpoints lack keep their defaults."""

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast_object_list, set_seed
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
@@ -43,6 +43,7 @@ from .checkpoint import install_state_hooks, list_checkpoints, resolve_checkpoin
 from .interrupts import StopRequest, TrainingDiverged, TrainingInterrupted, resume_command
 from .objectives import CausalLMObjective
 from .optimizers import build_optimizers, lr_lambda, optimizer_card_section
+from .precision import NAMES, candidates_for, choose_precision, time_model_step
 from .report import (
     ActivationNorms,
     LogWindow,
@@ -83,16 +84,12 @@ class Trainer:
         self.objective = objective or CausalLMObjective()
         self.command = command
         check_model_sources(model_args)
-        self.accelerator = Accelerator(
-            cpu=args.use_cpu,
-            mixed_precision=args.mixed_precision,
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
-            log_with=None if args.report_to == "none" else args.report_to,
-            project_dir=args.output_dir,
-        )
-        self.main = self.accelerator.is_main_process
-        self.say = self.accelerator.print
-        if self.accelerator.device.type == "cpu":
+        # Processes and devices now; the Accelerator once the model exists, since `--mixed_precision auto`
+        # times that model to choose the precision the Accelerator is built with.
+        self.processes = PartialState(cpu=args.use_cpu)
+        self.main = self.processes.is_main_process
+        self.say = self.processes.print
+        if self.processes.device.type == "cpu":
             # Tiny gradients turn denormal late in training and slow CPU matmuls several-fold; flush them.
             torch.set_flush_denormal(True)
         if args.push_to_hub and self.main:
@@ -110,7 +107,6 @@ class Trainer:
         """Resume state, data and tokenizer, model, loaders, schedule length, optimizers: in this order (the RNG
         draws of model init and loaders must not move)."""
         args = self.args
-        install_state_hooks(self.accelerator)
         self.state, self.resume_from = TrainState(), None
         if args.resume_from_checkpoint:
             self.resume_from = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
@@ -119,6 +115,15 @@ class Trainer:
         set_seed(args.seed)  # the initial weights depend on the seed alone, not on what ran before
         self.model = self._build_model()
         self.n_params = sum(p.numel() for p in self.model.parameters())
+        self.precision = self.state.precision = self._choose_precision()
+        self.accelerator = Accelerator(
+            cpu=args.use_cpu,
+            mixed_precision=self.precision,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            log_with=None if args.report_to == "none" else args.report_to,
+            project_dir=args.output_dir,
+        )
+        install_state_hooks(self.accelerator)
         self.train_dl, self.eval_dl, self.sampler = self._build_loaders()
         self.total_steps, self.steps_per_epoch = self._count_steps()
         self._prepare_optimization()
@@ -263,7 +268,7 @@ class Trainer:
         """Every process checks (so all raise alike); the main process alone clears and creates."""
         args = self.args
         old_run = check_output_dir(args.output_dir, args.overwrite_output_dir, bool(args.resume_from_checkpoint))
-        self.accelerator.wait_for_everyone()
+        self.processes.wait_for_everyone()
         self.lock = OutputLock(args.output_dir)  # one writer per folder; released when the run ends, or at exit
         if self.main:
             self.lock.acquire()
@@ -271,7 +276,7 @@ class Trainer:
                 self.say(f"--overwrite_output_dir: deleting the run in {self.out_dir} ({len(old_run)} entries)")
                 clear_run(old_run)
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.accelerator.wait_for_everyone()
+        self.processes.wait_for_everyone()
 
     def _build_data(self):
         """(tokenizer, {"train", "validation"} datasets, reports), through the objective. The main process builds
@@ -281,7 +286,7 @@ class Trainer:
         if self.model_args.model_name_or_path and not tok_args.tokenizer_name:
             tok_args.tokenizer_name = self.model_args.model_name_or_path  # continue with the model's own tokenizer
         t_data = time.time()
-        with self.accelerator.main_process_first():
+        with self.processes.main_process_first():
             raw = objective.load_data(data_args)
             if tok_dir.exists() and (self.resume_from or not self.main):
                 tokenizer = load_tokenizer(str(tok_dir), data_args.block_size)
@@ -302,7 +307,7 @@ class Trainer:
             from transformers import AutoModelForCausalLM
 
             model = AutoModelForCausalLM.from_pretrained(margs.model_name_or_path, attn_implementation=margs.attn_implementation)
-            self.objective.prepare(model, tokenizer, self.accelerator, compile=self.args.torch_compile)  # may grow the vocabulary
+            self.objective.prepare(model, tokenizer, self.processes, compile=self.args.torch_compile)  # may grow the vocabulary
             if model.config.vocab_size < len(tokenizer):
                 raise ValueError(
                     f"The tokenizer has {len(tokenizer)} tokens but {margs.model_name_or_path!r} only "
@@ -317,7 +322,7 @@ class Trainer:
         else:
             config = build_config(margs, tokenizer, block_size)
             model = TinyDecoderForCausalLM._from_config(config, attn_implementation=margs.attn_implementation)
-            self.objective.prepare(model, tokenizer, self.accelerator, compile=self.args.torch_compile)
+            self.objective.prepare(model, tokenizer, self.processes, compile=self.args.torch_compile)
         if self.args.push_to_hub and self.args.hub_format == "llama":  # refused before training, not after it
             from ..export.llama import check_exportable
 
@@ -332,6 +337,26 @@ class Trainer:
             f"layers, hidden {c.hidden_size}, {c.position_embedding}/{c.norm}/{c.hidden_act}"
         )
         return model
+
+    def _choose_precision(self) -> str:
+        """The run's precision: as given, the resumed run's own, or (auto) the fastest on this machine, timed
+        on the model's eager step (the compiled step keeps the ratio roughly). Every process times; the main
+        process's choice is the one all use."""
+        args, device, self.precision_reason = self.args, self.processes.device, ""
+        if args.mixed_precision != "auto":
+            return args.mixed_precision
+        if self.state.precision is not None:  # a resumed auto run keeps its precision (and optimizer scaler)
+            self.precision_reason = f"kept from {self.resume_from}"
+            return self.state.precision
+        t0 = time.time()
+        with_grad = args.optim != "zeroth_order" or args.zo_hybrid != "none"
+        run_step = time_model_step(self.model, args.per_device_train_batch_size, self.data_args.block_size, device, with_grad)
+        result = [choose_precision(candidates_for(device, zeroth_order=args.optim == "zeroth_order"), run_step)]
+        if self.processes.num_processes > 1:
+            broadcast_object_list(result)
+        self.precision_reason = result[0].reason()
+        self.say(f"--mixed_precision auto chose {self.precision_reason} ({time.time() - t0:.0f} s)")
+        return result[0].choice
 
     def _build_loaders(self):
         """Loaders with generators of their own: creating an iterator would otherwise draw from the global
@@ -357,7 +382,7 @@ class Trainer:
 
     def _count_steps(self) -> tuple[int, int | None]:
         """(optimizer steps of the run, steps per epoch or None for a stream)."""
-        args, n_train, processes = self.args, None, self.accelerator.num_processes
+        args, n_train, processes = self.args, None, self.processes.num_processes
         if self.data_args.streaming:
             if args.max_steps <= 0:
                 raise ValueError("Streaming data has no known length: set --max_steps.")
@@ -414,7 +439,7 @@ class Trainer:
             data_args.block_size * args.per_device_train_batch_size * args.gradient_accumulation_steps * acc.num_processes
         )
         self.flops_per_token = flops_per_token(self.n_params, self.model_config, data_args.block_size)
-        self.peak_flops = matmul_rate(acc.device, args.mixed_precision)  # per device; measured once, then cached
+        self.peak_flops = matmul_rate(acc.device, self.precision)  # per device; measured once, then cached
         self.log = MetricsLog(
             args.output_dir, enabled=self.main, resume_step=state.step if self.resume_from is not None else None
         )
@@ -423,7 +448,7 @@ class Trainer:
             acc.init_trackers("tiny-decoder", config={k: v for k, v in values.items() if isinstance(v, (int, float, str, bool))})
         self.say(
             f"training {self.total_steps} steps ({self.steps_per_epoch or '?'} per epoch), {self.tokens_per_step:,} tokens "
-            f"per step, {acc.num_processes} process(es) on {acc.device}, precision {args.mixed_precision}"
+            f"per step, {acc.num_processes} process(es) on {acc.device}, precision {NAMES[self.precision]}"
         )
         if args.warmup_steps >= self.total_steps:
             self.say(
@@ -587,7 +612,7 @@ class Trainer:
         mfus = [r["mfu"] for r in self.log.read() if "mfu" in r]
         if not mfus:
             return ""
-        dtype = {"no": "fp32"}.get(self.args.mixed_precision, self.args.mixed_precision)
+        dtype = NAMES[self.precision]
         return (
             f"; training ran at {sum(mfus) / len(mfus):.0%} of its measured {dtype} matmul rate "
             f"({self.peak_flops / 1e9:,.0f} GFLOP/s per device) on average"
@@ -612,7 +637,8 @@ class Trainer:
                 "learning_rate": args.learning_rate,
                 "lr_scheduler_type": args.lr_scheduler_type,
                 "warmup_steps": args.warmup_steps,
-                "mixed_precision": "fp32" if args.mixed_precision == "no" else args.mixed_precision,
+                "mixed_precision": NAMES[self.precision]
+                + (f" (chosen by --mixed_precision auto: {self.precision_reason})" if self.precision_reason else ""),
                 "hardware": describe_hardware(self.accelerator) + self._utilisation(),
                 "minutes": minutes,
                 "eval_loss": eval_loss,
