@@ -136,3 +136,17 @@ def test_a_probe_slowed_by_a_passing_load_gets_a_second_look():
 
     result = choose_precision(["no", "bf16"], step, clock=lambda: now[0])
     assert result.choice == "bf16" and not result.dropped
+
+
+def test_runs_in_one_process_may_use_different_precisions(workdir, tmp_path):
+    """bench/precision.py trains fp32 then bf16 in one process: accelerate's state must not pin the first."""
+    from tiny_decoder.experiments.common import train
+
+    values = dict(
+        preset="nano", dataset_path=str(workdir / "data"), tokenizer_name=str(workdir / "tok"), block_size=16,
+        per_device_train_batch_size=4, per_device_eval_batch_size=8, max_steps=2, warmup_steps=1, save_steps=2,
+        eval_steps=2, max_eval_batches=2, num_samples=0, report_to="none", use_cpu=True,
+    )  # fmt: skip
+    for precision in ("no", "bf16"):
+        out = train({**values, "mixed_precision": precision, "output_dir": str(tmp_path / precision)}, precision)
+        assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["precision"] == precision

@@ -52,7 +52,9 @@ class ArchitectureExperimentArguments:
         metadata={"help": "Seeds to train every variant with; the table shows the mean validation loss and each seed's."},
     )
     use_cpu: bool = field(default=True, metadata={"help": "false: accelerate's device (a GPU)."})
-    mixed_precision: str = field(default="no", metadata={"help": "'no', 'bf16', 'fp16' or 'auto' (the faster on this machine, timed per run)."})
+    mixed_precision: str = field(
+        default="no", metadata={"help": "'no', 'bf16', 'fp16' or 'auto' (the faster on this machine, timed per run)."}
+    )
 
     def __post_init__(self):
         unknown = [v for v in self.variants if v not in VARIANTS]

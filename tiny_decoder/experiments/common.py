@@ -16,8 +16,13 @@ TRAIN_ARGUMENTS = (ModelArguments, DataArguments, TokenizerArguments, TrainArgum
 def train(values: dict, title: str) -> Path:
     """Train in this process with `values` (e.g. {"preset": "nano", "max_steps": 300, ...}); returns output_dir."""
     print(f"\n=== {title}: {json.dumps(values)}", flush=True)
+    from accelerate.state import AcceleratorState
+
     parsed = HfArgumentParser(TRAIN_ARGUMENTS).parse_dict(values)  # unknown names and bad values fail here
-    Trainer(*parsed, command=f"{title} (tiny_decoder.experiments)").train()
+    try:
+        Trainer(*parsed, command=f"{title} (tiny_decoder.experiments)").train()
+    finally:
+        AcceleratorState._reset_state()  # the next run may use another precision (processes and devices stay)
     return Path(values["output_dir"])
 
 
