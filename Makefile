@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lint format test train distill sft zeroth-order experiment export bench clean
+.PHONY: setup lint format test train distill sft zeroth-order experiment export bench demo browser-deps clean
 
 setup: $(STAMP)
 
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,sft,eval,export]'
+	$(BIN)/pip install --quiet -e '.[dev,sft,eval,export,demo]'
 	touch $(STAMP)
 
 # ruff: lint rules and format settings in pyproject.toml; CI runs `make lint` before the tests.
@@ -98,6 +98,18 @@ bench: setup
 	@if test -f "$(TEACHER)/model.safetensors"; then $(BIN)/python bench/runtimes.py --model "$(TEACHER)" && \
 	  $(BIN)/python bench/engine.py --model "$(TEACHER)"; \
 	  else echo "bench/runtimes.py skipped: no model at $(TEACHER) (make train writes runs/tiny)"; fi
+
+# The demo page (app.py) on http://127.0.0.1:7860 for DEMO_MODELS (folders or Hub ids, space-separated);
+# the `make train` model is trained first when it is the one asked for and missing.
+DEMO_MODELS ?= $(TEACHER)
+demo: setup
+	@test -f "$(firstword $(DEMO_MODELS))/model.safetensors" || test "$(firstword $(DEMO_MODELS))" != runs/tiny || $(MAKE) train
+	$(BIN)/python app.py $(foreach m,$(DEMO_MODELS),--model $(m)) $(DEMO_ARGS)
+
+# Headless Chromium for tests/demo/test_browser.py (it skips, saying so, without them). Debian/Ubuntu, as root or with sudo.
+browser-deps:
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium chromium-driver
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

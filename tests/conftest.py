@@ -198,3 +198,30 @@ def killed_at_checkpoint(monkeypatch, step):
 
 def metrics(out):
     return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- saved folders the demo serves
+@pytest.fixture(scope="module")
+def story_model(workdir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "story"
+    run(cli_args(workdir, out, max_steps=20, eval_steps=20, save_steps=20, num_samples=0))
+    return out
+
+
+@pytest.fixture(scope="module")
+def chat_model(story_model, tmp_path_factory):
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tiny_decoder.data.chat import add_chat_template
+
+    out = tmp_path_factory.mktemp("demo") / "chat"
+    shutil.copytree(story_model, out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    if add_chat_template(tokenizer):  # new role tokens: the embeddings grow, as SFT does
+        model = AutoModelForCausalLM.from_pretrained(out)
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
