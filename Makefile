@@ -104,7 +104,7 @@ bench: setup
 DEMO_MODELS ?= $(TEACHER)
 demo: setup
 	@test -f "$(firstword $(DEMO_MODELS))/model.safetensors" || test "$(firstword $(DEMO_MODELS))" != runs/tiny || $(MAKE) train
-	$(BIN)/python app.py $(foreach m,$(DEMO_MODELS),--model $(m)) $(DEMO_ARGS)
+	$(BIN)/python app.py --model $(DEMO_MODELS) $(DEMO_ARGS)
 
 # Headless Chromium for tests/demo/test_browser.py (it skips, saying so, without them). Debian/Ubuntu, as root or with sudo.
 browser-deps:

@@ -1,7 +1,7 @@
 """The tiny-decoder demo page: write with a trained model and see what it was sure of and where it looked.
 
     make demo                                              # serves runs/tiny on http://127.0.0.1:7860
-    python app.py --model runs/tiny --model runs/tiny-student --model runs/tiny-sft
+    python app.py --model runs/tiny runs/tiny-student runs/tiny-sft
     python app.py --model user/tiny-stories --server_port 8000
 
 As a Hugging Face Space (this file's name is the Spaces convention; scripts/build_space.py writes the folder)
@@ -46,7 +46,7 @@ def default_models() -> list[str]:
 class DemoArguments:
     model: list[str] = field(
         default_factory=default_models,
-        metadata={"help": "Saved folders or Hub ids offered in the page (repeat the flag); more can be typed there."},
+        metadata={"help": "Saved folders or Hub ids offered in the page (space-separated); more can be typed there."},
     )
     server_name: str = field(default="127.0.0.1", metadata={"help": "Address to serve on (0.0.0.0 to share on a network)."})
     server_port: int = field(default=7860, metadata={"help": "Port; 0 picks a free one."})

@@ -21,7 +21,7 @@ REQUIREMENTS = ("torch", "transformers", "accelerate", "safetensors", "tokenizer
 
 @dataclass
 class SpaceArguments:
-    model: list[str] = field(default_factory=list, metadata={"help": "Hub ids the Space serves (repeat the flag)."})
+    model: list[str] = field(default_factory=list, metadata={"help": "Hub ids the Space serves (space-separated)."})
     output_dir: str = field(default="runs/space", metadata={"help": "The Space folder to write."})
     title: str = "tiny-decoder demo"
     overwrite_output_dir: bool = False

@@ -36,7 +36,7 @@ def test_the_app_reads_a_spaces_models_file(tmp_path, monkeypatch):
     import importlib.util
 
     out = tmp_path / "space"
-    run_script("build_space", ["--model", "someone/tiny-stories", "--model", "someone/student", "--output_dir", str(out)])
+    run_script("build_space", ["--model", "someone/tiny-stories", "someone/student", "--output_dir", str(out)])
     spec = importlib.util.spec_from_file_location("space_app", out / "app.py")
     app = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app)
