@@ -309,7 +309,7 @@ def attention_view(loaded: LoadedModel, ids: list, layer: int, head: int):
     ax2.set_yticks(range(grid.shape[0]))
     ax2.set_xlabel("head")
     ax2.set_ylabel("layer")
-    ax2.set_title(f"mean entropy per head, nats (low = focused; uniform = {stats[0]['max_entropy']:.2f})", fontsize=9)
+    ax2.set_title(f"entropy per head, nats\n(low = focused, uniform = {stats[0]['max_entropy']:.2f})", fontsize=9)
     fig2.tight_layout()
     return fig, fig2
 
