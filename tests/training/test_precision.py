@@ -150,3 +150,23 @@ def test_runs_in_one_process_may_use_different_precisions(workdir, tmp_path):
     for precision in ("no", "bf16"):
         out = train({**values, "mixed_precision": precision, "output_dir": str(tmp_path / precision)}, precision)
         assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["precision"] == precision
+
+
+@pytest.mark.skipif(__import__("sys").platform != "linux", reason="gloo over torchrun is checked on Linux")
+def test_two_processes_agree_on_one_precision(workdir, tmp_path):
+    """Each process times; the main one's choice is broadcast, so both build the same Accelerator (no hang, one line)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "scripts" / "train.py"), *cli_args(workdir, out, max_steps=2, save_steps=2, mixed_precision="auto")]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stdout + proc.stderr
+    assert said.count("--mixed_precision auto chose ") == 1 and "2 process(es)" in said
+    assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["precision"] in ("no", "bf16")

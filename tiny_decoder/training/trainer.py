@@ -5,8 +5,9 @@
 
 One trainer for every device: `python` or `accelerate launch` on CPU, one or many GPUs (DDP, or FSDP
 through an accelerate config file) and Apple MPS. Design choices:
-- The constructor sets up everything a run needs (accelerator, output folder, data and tokenizer
-  through the objective, model, loaders, optimizers); `train()` is the table of contents of a run:
+- The constructor sets up everything a run needs (processes, output folder, data and tokenizer
+  through the objective, model, precision, accelerator, loaders, optimizers; the Accelerator comes
+  after the model because `--mixed_precision auto` times that model, see precision.py); `train()` is the table of contents of a run:
   step, log, evaluate, save, stop; `finish()` saves the model, samples, writes the card and pushes.
 - Run state is one `TrainState` (step, data position, tokens, the time budget's plan) that every
   checkpoint carries, so a resumed run continues exactly.
