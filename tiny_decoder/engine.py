@@ -9,7 +9,7 @@ Design choices (nanochat's Engine and gpt-fast are the anchors):
   generate()'s tokens.
 - One decode step is a function (token, position, mask) -> next-token logits; with `compile=True` it gets the
   whole-cache mask, so its shapes are fixed and torch.compile traces it once per (batch, length) (the static cache's
-  write index is a tensor).
+  write index is a tensor); on CPU through inductor's C++ wrapper, since per-kernel Python calls are a large share there.
 - Sampling stays on the device: temperature, top-k, top-p, repetition penalty, a torch.Generator per call (seed).
 - Each row stops at its EOS; the loop ends when every row has stopped or max_new_tokens is reached; `stream` is
   called with (row, token) for every new token as it is made.
@@ -25,7 +25,11 @@ class Engine:
         self.model = model.eval()
         self.config = model.config
         self.compile = compile
-        self._step = torch.compile(self._decode, fullgraph=True, dynamic=False) if compile else self._decode
+        # On CPU the compiled step is dozens of microsecond-sized kernels: inductor's C++ wrapper calls them without
+        # a Python line each (batch 1: ~2,400 -> ~2,900 tokens/s here).
+        cpu = next(model.parameters()).device.type == "cpu"
+        options = {"cpp_wrapper": True} if cpu else None
+        self._step = torch.compile(self._decode, fullgraph=True, dynamic=False, options=options) if compile else self._decode
         if getattr(self.config, "attention_type", "softmax") == "linear":
             raise ValueError(
                 "attention_type='linear' sums over every cached slot, so it cannot use the engine's static cache; "
