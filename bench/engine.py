@@ -3,24 +3,34 @@
     python bench/engine.py --model runs/tiny                    # make train's model
     python bench/engine.py --model runs/tiny --new_tokens 200 --batch 32
 
-Each row is the best of --repeats after a warm-up (which also compiles the engine's decode step); greedy rows
-check that the engine's tokens equal generate()'s.
+Each row runs in a process of its own (what one path leaves in the allocator slowed the next one by up to 15 % when
+they shared a process) and is the best of --repeats after a warm-up (which also compiles the engine's decode step);
+greedy rows check that the engine's tokens equal generate()'s.
 """
 
 import argparse
+import json
+import subprocess
+import sys
 
 from tiny_decoder.evaluation.speed import best_of as best
 
+ROWS = ("generate-1", "engine-1", "engine-compiled-1", "generate-B", "engine-B", "engine-compiled-B")
 
-def main(argv=None):
+
+def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="runs/tiny")
     p.add_argument("--prompt", default="Once upon a time")
     p.add_argument("--new_tokens", type=int, default=128)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
-    a = p.parse_args(argv)
+    p.add_argument("--row", choices=ROWS, help=argparse.SUPPRESS)  # a child process measures one row
+    return p.parse_args(argv)
 
+
+def measure(a) -> dict:
+    """One row in this process: {"seconds": best time, "tokens": the first row's new tokens}."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -30,44 +40,64 @@ def main(argv=None):
     model = AutoModelForCausalLM.from_pretrained(a.model).eval()
     tok = AutoTokenizer.from_pretrained(a.model)
     prompt = [tok.eos_token_id] + tok(a.prompt, add_special_tokens=False)["input_ids"]
+    n, batch = a.new_tokens, 1 if a.row.endswith("-1") else a.batch
+    sampling = {} if batch == 1 else dict(temperature=1.0, top_k=50, top_p=0.95)
+    if a.row.startswith("generate"):
+        ids = torch.tensor([prompt] * batch)
+        extra = dict(do_sample=False) if batch == 1 else dict(do_sample=True, top_k=50, top_p=0.95)
+
+        def run():
+            with torch.no_grad():
+                torch.manual_seed(0)
+                out = model.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=n,
+                    min_new_tokens=n,
+                    pad_token_id=tok.pad_token_id,
+                    **extra,
+                )
+            return out[:, len(prompt) :].tolist()
+    else:
+        engine = Engine(model, compile="compiled" in a.row)
+
+        def run():
+            return engine.generate([prompt] * batch, n, seed=0, eos_token_id=-1, **sampling)
+
+    seconds, out = best(run, a.repeats)
+    return {"seconds": seconds, "tokens": out[0], "batch": batch}
+
+
+def main(argv=None):
+    a = parse(argv if argv is not None else sys.argv[1:])
+    if a.row:
+        print("ROW " + json.dumps(measure(a)))
+        return None
+    import torch
+
+    results = {}
+    for row in ROWS:
+        argv_row = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--row", row]
+        out = subprocess.run(argv_row, capture_output=True, text=True, check=True).stdout
+        results[row] = json.loads(out.split("ROW ", 1)[1])
     n = a.new_tokens
-    ids = torch.tensor([prompt])
-    kw = dict(max_new_tokens=n, min_new_tokens=n, pad_token_id=tok.pad_token_id)
+    names = {
+        "generate-1": "generate(), batch 1, greedy",
+        "engine-1": "Engine, batch 1, greedy",
+        "engine-compiled-1": "Engine (compiled), batch 1, greedy",
+        "generate-B": f"generate(), batch {a.batch}, top-k 50 / top-p 0.95",
+        "engine-B": f"Engine, batch {a.batch}, top-k 50 / top-p 0.95",
+        "engine-compiled-B": f"Engine (compiled), batch {a.batch}, top-k 50 / top-p 0.95",
+    }
     rows = []
-
-    def hf(batch, **extra):
-        with torch.no_grad():
-            torch.manual_seed(0)
-            return model.generate(
-                ids.repeat(batch, 1), attention_mask=torch.ones(batch, len(prompt), dtype=torch.long), **kw, **extra
-            )[:, len(prompt) :].tolist()
-
-    t_ref, ref = best(lambda: hf(1, do_sample=False), a.repeats)
-    rows.append(("generate(), batch 1, greedy", n / t_ref, 1.0, ""))
-    for compiled in (False, True):
-        engine = Engine(model, compile=compiled)
-        t, out = best(lambda e=engine: e.generate([prompt], n, eos_token_id=-1), a.repeats)
-        rows.append(
-            (f"Engine{' (compiled)' if compiled else ''}, batch 1, greedy", n / t, t_ref / t, "yes" if out[0] == ref[0] else "no")
-        )
-    sampling = dict(do_sample=True, top_k=50, top_p=0.95)
-    t_ref_b, _ = best(lambda: hf(a.batch, **sampling), a.repeats)
-    rows.append((f"generate(), batch {a.batch}, top-k 50 / top-p 0.95", a.batch * n / t_ref_b, 1.0, ""))
-    for compiled in (False, True):
-        engine = Engine(model, compile=compiled)
-        t, _ = best(
-            lambda e=engine: e.generate([prompt] * a.batch, n, temperature=1.0, top_k=50, top_p=0.95, seed=0, eos_token_id=-1),
-            a.repeats,
-        )
-        rows.append(
-            (
-                f"Engine{' (compiled)' if compiled else ''}, batch {a.batch}, top-k 50 / top-p 0.95",
-                a.batch * n / t,
-                t_ref_b / t,
-                "",
-            )
-        )
-    print(f"{a.model}: {n} new tokens per row, best of {a.repeats} after a warm-up, {torch.get_num_threads()} threads\n")
+    for row in ROWS:
+        r, ref = results[row], results["generate-1" if row.endswith("-1") else "generate-B"]
+        same = "" if row.startswith("generate") or r["batch"] > 1 else ("yes" if r["tokens"] == ref["tokens"] else "no")
+        rows.append((names[row], r["batch"] * n / r["seconds"], ref["seconds"] / r["seconds"], same))
+    print(
+        f"{a.model}: {n} new tokens per row, best of {a.repeats} after a warm-up, each row in its own process, "
+        f"{torch.get_num_threads()} threads\n"
+    )
     print("| path | tokens/s | vs generate() | same greedy tokens |\n|---|---|---|---|")
     for name, rate, ratio, same in rows:
         print(f"| {name} | {rate:,.0f} | {ratio:.2f}x | {same} |")
