@@ -5,7 +5,7 @@ import importlib.util
 import socket
 
 import pytest
-import torch
+from test_demo import reference_tokens
 
 from conftest import ROOT
 
@@ -48,18 +48,8 @@ def test_seeded_generation_equals_generate(server, story_model):
     )
     tokenizer = AutoTokenizer.from_pretrained(story_model)
     model = AutoModelForCausalLM.from_pretrained(story_model).eval()
-    ids = torch.tensor([[tokenizer.eos_token_id] + tokenizer("Once upon a time", add_special_tokens=False)["input_ids"]])
-    torch.manual_seed(5)
-    new = model.generate(
-        ids,
-        attention_mask=torch.ones_like(ids),
-        do_sample=True,
-        temperature=0.9,
-        top_k=20,
-        top_p=0.9,
-        max_new_tokens=16,
-        pad_token_id=tokenizer.pad_token_id,
-    )[0, ids.shape[1] :]
+    prompt_ids = [tokenizer.eos_token_id] + tokenizer("Once upon a time", add_special_tokens=False)["input_ids"]
+    new = reference_tokens(model, tokenizer, prompt_ids, 5, 16)
     assert story == "Once upon a time" + tokenizer.decode(new, skip_special_tokens=True)
     assert coloured.count('class="tok"') == len(new)
     assert len(table["data"]) == 5 and "tokens/s" in info

@@ -28,21 +28,21 @@ def finished(loaded, prompt, seed=3, **settings):
     return items[:-1], items[-1]
 
 
+def reference_tokens(model, tokenizer, prompt_ids, seed, max_new_tokens):
+    """What a user gets from generate() with the page's default filters (temperature 0.9, top-k 20, top-p 0.9)."""
+    ids = torch.tensor([prompt_ids])
+    torch.manual_seed(seed)
+    out = model.generate(
+        ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.9, top_k=20, top_p=0.9,
+        max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    return out[0, ids.shape[1] :].tolist()
+
+
 def test_seeded_text_equals_generate_and_streams_token_by_token(story_model):
     loaded = load_model(str(story_model))
     partial, gen = finished(loaded, "Once upon a time", seed=11)
-    ids = torch.tensor([gen.prompt_ids])
-    torch.manual_seed(11)
-    reference = loaded.model.generate(
-        ids,
-        attention_mask=torch.ones_like(ids),
-        do_sample=True,
-        temperature=0.9,
-        top_k=20,
-        top_p=0.9,
-        max_new_tokens=12,
-        pad_token_id=loaded.tokenizer.pad_token_id,
-    )[0, ids.shape[1] :].tolist()
+    reference = reference_tokens(loaded.model, loaded.tokenizer, gen.prompt_ids, 11, 12)
     assert gen.new_ids == reference
     assert len(partial) == len(gen.new_ids)  # one update per token
     assert partial[-1] == gen.text == loaded.tokenizer.decode(reference, skip_special_tokens=True)
