@@ -23,7 +23,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from tiny_decoder import TinyDecoderConfig, TinyDecoderForCausalLM  # noqa: E402
-from tiny_decoder.training.precision import NAMES  # noqa: E402
+from tiny_decoder.training.precision import NAMES, autocast_dtype  # noqa: E402
 from tiny_decoder.training.report import device_name, flops_per_token, forward_flops_per_token, matmul_rate  # noqa: E402
 
 
@@ -76,7 +76,7 @@ def train_step_time(model, a, device):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(3, a.vocab, (a.batch, a.ctx), device=device)
     times = []
-    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.autocast)
+    autocast = autocast_dtype(a.autocast)
     for i in range(a.warmup + a.steps):
         sync(device)
         t0 = time.perf_counter()

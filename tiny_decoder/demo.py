@@ -21,9 +21,9 @@ import torch
 LIMITS = {"max_new_tokens": (1, 1024), "temperature": (0.0, 5.0), "top_k": (0, 1000), "top_p": (0.0, 1.0), "seed": (0, 2**32 - 1)}
 
 
-def check_request(prompt: str, max_new_tokens, temperature, top_k, top_p, seed, allow_empty: bool = False) -> None:
+def check_request(prompt: str, max_new_tokens, temperature, top_k, top_p, seed) -> None:
     """Page input, checked before any work; each message says which value and what is allowed."""
-    if not allow_empty and not (prompt or "").strip():
+    if not (prompt or "").strip():
         raise ValueError("The prompt is empty: type the start of a story (e.g. 'Once upon a time').")
     values = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
     for name, value in values.items():

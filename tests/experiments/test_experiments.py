@@ -7,25 +7,18 @@ from conftest import cli_args, run, run_script  # noqa: F401  (workdir is a conf
 pytestmark = pytest.mark.slow
 
 
+def nano_experiment(workdir, out) -> list[str]:
+    """scripts/experiment.py's flags for a seconds-long study on the generated corpus."""
+    return ["--dataset_path", str(workdir / "data"), "--output_dir", str(out), "--budget", "0.02", "--batch_size", "4",
+            "--block_size", "16", "--vocab_size", "300", "--max_eval_batches", "2"]  # fmt: skip
+
+
 def test_the_experiment_script_trains_each_variant_and_writes_one_table(workdir, tmp_path):
     out = tmp_path / "exp"
     results, exits = run_script(
         "experiment",
         [
-            "--dataset_path",
-            str(workdir / "data"),
-            "--output_dir",
-            str(out),
-            "--budget",
-            "0.02",
-            "--batch_size",
-            "4",
-            "--block_size",
-            "16",
-            "--vocab_size",
-            "300",
-            "--max_eval_batches",
-            "2",
+            *nano_experiment(workdir, out),
             "--variants",
             "baseline",
             "orthogonal_parallel",
@@ -83,20 +76,7 @@ def test_the_architecture_experiment_averages_over_seeds(workdir, tmp_path):
     results, _ = run_script(
         "experiment",
         [
-            "--dataset_path",
-            str(workdir / "data"),
-            "--output_dir",
-            str(out),
-            "--budget",
-            "0.02",
-            "--batch_size",
-            "4",
-            "--block_size",
-            "16",
-            "--vocab_size",
-            "300",
-            "--max_eval_batches",
-            "2",
+            *nano_experiment(workdir, out),
             "--variants",
             "baseline",
             "--seeds",

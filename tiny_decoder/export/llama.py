@@ -144,28 +144,15 @@ def _card(config, source: str) -> str:
     )
 
 
-LLAMA_FILES = {
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "README.md",
-    ".final.tmp",
-}
-
-
 def export_llama_folder(source: str, output_dir: str, overwrite: bool = False) -> Path:
     """Load a saved tiny-decoder folder, refuse what Llama cannot express, write the Llama folder atomically
     (under one writer's lock, never into a folder holding anything else)."""
-    from ..training.run_dir import OutputLock, check_output_dir, clear_run, save_atomically
+    from ..training.run_dir import MODEL_FILES, OutputLock, check_output_dir, clear_run, save_atomically
     from . import load_tiny_decoder
 
     model, tokenizer = load_tiny_decoder(source)
     check_exportable(model.config)
-    old = check_output_dir(output_dir, overwrite, own=LLAMA_FILES, what="a Llama export")
+    old = check_output_dir(output_dir, overwrite, own=MODEL_FILES, what="a Llama export")
     with OutputLock(output_dir):
         clear_run(old)
         save_atomically(output_dir, lambda folder: save_llama_folder(model, tokenizer, folder, source))

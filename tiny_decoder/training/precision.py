@@ -97,6 +97,7 @@ def choose_precision(
 
 
 def autocast_dtype(precision: str):
+    """torch.autocast's dtype for accelerate's precision name; None for fp32 ('no')."""
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
@@ -106,25 +107,22 @@ def time_model_step(model, batch_size: int, block_size: int, device, with_grad: 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
         twin = copy.deepcopy(model).to(device).train()
-        vocab = twin.config.vocab_size
-        ids = torch.randint(0, vocab, (batch_size, block_size), device=device)
+        ids = torch.randint(0, twin.config.vocab_size, (batch_size, block_size), device=device)
+
+    forks = [device] if device.type == "cuda" else []
 
     def run_step(precision: str, full: bool):
         x = ids if full else ids[:1]
         dtype = autocast_dtype(precision)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=forks), torch.set_grad_enabled(with_grad):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                if with_grad:
-                    loss = twin(input_ids=x, labels=x, use_cache=False).loss
-                else:
-                    with torch.no_grad():
-                        loss = twin(input_ids=x, labels=x, use_cache=False).loss
+                loss = twin(input_ids=x, labels=x, use_cache=False).loss
             if with_grad:
                 loss.backward()
                 twin.zero_grad(set_to_none=True)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            elif device.type == "mps":
-                torch.mps.synchronize()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elif device.type == "mps":
+            torch.mps.synchronize()
 
     return run_step

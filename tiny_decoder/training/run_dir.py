@@ -19,26 +19,20 @@ from pathlib import Path
 
 LOCK = ".lock"
 
-# What scripts/train.py (and distill.py, prune.py) write into output_dir (save_pretrained of model and tokenizer included).
+TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", ".final.tmp"}
+# What save_pretrained of a model and its tokenizer writes, with its card: a saved model folder.
+MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "README.md", *TOKENIZER_FILES}
+# What scripts/train.py (and distill.py, prune.py) write into output_dir.
 RUN_FILES = {
+    *MODEL_FILES,
     "tokenizer",
     "metrics.jsonl",
     "loss_curve.png",
-    "README.md",
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
     "tiny-decoder",
-    ".final.tmp",
     "prune_report.json",
     # the remote code save_pretrained copies: the files of tiny_decoder/model/
     *(p.name for p in (Path(__file__).resolve().parents[1] / "model").glob("*.py") if p.name != "__init__.py"),
 }
-TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", ".final.tmp"}
 INSTRUCTION_FILES = {"train.jsonl", "validation.jsonl"}
 _RUN_PATTERN = re.compile(r"^checkpoint-\d+(\.tmp)?$")
 # Left by a run that stopped before its first checkpoint (a bad argument, Ctrl-C during data
