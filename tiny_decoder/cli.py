@@ -50,12 +50,14 @@ def check_output_file(path: str | None, flag: str = "output_json") -> None:
         )
 
 
-def _looks_local(name: str) -> bool:
-    """A Hub id is `owner/name`; anything else (absolute, relative, several slashes) is meant as a path, and so is
-    `owner/name` whose `owner` is a folder here (runs/tinyy: a mistyped run folder)."""
+def looks_local(name: str) -> bool:
+    """A Hub id is `owner/name` or a bare `name` (`gpt2`); anything else (absolute, relative, several slashes) is
+    meant as a path, and so is `owner/name` whose `owner` is a folder here (runs/tinyy: a mistyped run folder)."""
     from pathlib import Path
 
-    return name.startswith(("/", ".", "~")) or name.count("/") != 1 or Path(name.split("/")[0]).is_dir()
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        return True
+    return name.count("/") == 1 and Path(name.split("/")[0]).is_dir()
 
 
 def check_model_source(value: str, flag: str = "model_name_or_path", needs: str = "config.json and model.safetensors") -> None:
@@ -71,7 +73,7 @@ def check_model_source(value: str, flag: str = "model_name_or_path", needs: str 
         raise ValueError(f"--{flag} {value!r} is a folder without config.json: not a saved model folder; {give}.")
     if path.exists():
         return
-    if _looks_local(value):
+    if looks_local(value):
         raise ValueError(f"--{flag} {value!r} does not exist; {give}.")
     if not hub_is_reachable():
         raise ValueError(

@@ -1,37 +1,87 @@
 """What the demo page (app.py) shows, as plain Python: no gradio here, so it is tested without a server and the
 package never needs the `[demo]` extra.
 
-- Models load once by folder or Hub id (a bad name is a ValueError that names it and the fix).
+- The page serves what its owner offered: `ModelCache` loads only the models named at start (resolved once), unless
+  the owner runs it with `allow_any=True` for local, trusted use. A visitor's other value gets one message that never
+  depends on what exists on the server's disk. Loaded models sit in a small LRU keyed by the resolved identity.
+- Work is bounded (`Limits`): prompt length in characters before tokenizing, prompt + new tokens within the model's
+  context, new tokens under a server cap; every value is checked and named in the message.
 - Text comes from `generate()`, the public way, with a streamer: the same seed gives the same text as a direct
   `generate()` call, for any causal LM (linear attention included). Its raw logits (`output_logits`) give each
-  new token's probability, the distribution's entropy and the top-5 alternatives.
+  new token's probability, the distribution's entropy and the top-5 alternatives. Updates are batched in time
+  (`every`), so the page's redraws do not slow the generation they show.
 - The attention viewer reuses inspect_model's weights and per-head entropies (evaluation/introspection.py).
 """
 
 import html
+import json
 import math
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-LIMITS = {"max_new_tokens": (1, 1024), "temperature": (0.0, 5.0), "top_k": (0, 1000), "top_p": (0.0, 1.0), "seed": (0, 2**32 - 1)}
+NOT_OFFERED = "That model is not offered on this page: pick one from the list."
 
 
-def check_request(prompt: str, max_new_tokens, temperature, top_k, top_p, seed) -> None:
+@dataclass
+class Limits:
+    """What one request may ask of the server (app.py's flags set them)."""
+
+    max_new_tokens: int = 512  # the server's cap; a model's context may lower it further
+    max_prompt_chars: int = 4000  # checked before tokenizing: a long paste never reaches the tokenizer
+
+    def ranges(self) -> dict:
+        return {
+            "max_new_tokens": (1, self.max_new_tokens),
+            "temperature": (0.0, 5.0),
+            "top_k": (0, 1000),
+            "top_p": (0.0, 1.0),
+            "seed": (0, 2**32 - 1),
+        }
+
+
+def check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed, limits: Limits | None = None) -> None:
     """Page input, checked before any work; each message says which value and what is allowed."""
-    if not (prompt or "").strip():
+    limits = limits or Limits()
+    if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("The prompt is empty: type the start of a story (e.g. 'Once upon a time').")
+    if len(prompt) > limits.max_prompt_chars:
+        raise ValueError(
+            f"The prompt is {len(prompt):,} characters; this page takes at most {limits.max_prompt_chars:,}: shorten it."
+        )
     values = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
     for name, value in values.items():
-        low, high = LIMITS[name]
-        if value is None or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        low, high = limits.ranges()[name]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or not low <= value <= high:
             raise ValueError(f"{name} = {value!r} is out of range: use a number from {low} to {high}.")
     if top_p == 0:
         raise ValueError("top_p = 0 keeps no token: use a value in (0, 1] (1 turns it off).")
+
+
+def fit_to_context(loaded: "LoadedModel", prompt_ids: list, max_new_tokens: int) -> tuple[int, str]:
+    """(new tokens that fit, a note for the page or ''). A prompt that leaves no room is refused; asking for more
+    new tokens than the context holds is cut to what fits and said."""
+    context = loaded.context
+    if context is None:
+        return int(max_new_tokens), ""
+    if len(prompt_ids) >= context:
+        raise ValueError(
+            f"The prompt is {len(prompt_ids)} tokens; this model reads at most {context} (its context), with room for "
+            f"at least one new token: shorten it."
+        )
+    room = context - len(prompt_ids)
+    if max_new_tokens <= room:
+        return int(max_new_tokens), ""
+    return (
+        room,
+        f"max new tokens cut from {int(max_new_tokens)} to {room}: the prompt is {len(prompt_ids)} tokens of the model's {context}-token context",
+    )
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -44,8 +94,9 @@ class LoadedModel:
     eval_loss: float | None  # from the model card, when it states one
 
     @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
+    def context(self) -> int | None:
+        """How many positions the model was built for (prompt + new tokens), when its config says."""
+        return getattr(self.model.config, "max_position_embeddings", None)
 
 
 def card_eval_loss(name: str) -> float | None:
@@ -60,6 +111,26 @@ def card_eval_loss(name: str) -> float | None:
         if result.metric_type == "loss":
             return float(result.metric_value)
     return None
+
+
+def model_identity(name: str) -> str:
+    """What a name means: a local folder's resolved path (so `runs/tiny/./` and `runs/tiny` are one model), else
+    the Hub id as given."""
+    name = (name or "").strip()
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def offers_chat(name: str) -> bool:
+    """Whether a local model folder's tokenizer carries a chat template (read from its files, nothing loaded).
+    Hub ids are not looked up: False."""
+    folder = Path(name).expanduser()
+    if (folder / "chat_template.jinja").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_model(name: str) -> LoadedModel:
@@ -85,16 +156,41 @@ def load_model(name: str) -> LoadedModel:
 
 
 class ModelCache:
-    """Models by name, each loaded once; thread-safe (the page serves several requests)."""
+    """The models a page may load, each loaded once and kept in a small LRU; thread-safe (the page serves several
+    requests).
 
-    def __init__(self, loader=load_model):
-        self.loader, self.models, self.lock = loader, {}, threading.Lock()
+    `offered`: the names the owner gave, resolved once here. Only those load, unless `allow_any` (local, trusted
+    use: any folder or Hub id a visitor types). Entries are keyed by the resolved identity, so spellings of one
+    folder share one copy; at most `max_models` stay loaded (the least recently used goes first)."""
 
-    def get(self, name: str) -> LoadedModel:
+    def __init__(self, offered=(), allow_any: bool = False, max_models: int = 2, loader=load_model):
+        if max_models < 1:
+            raise ValueError(f"max_models={max_models} must be >= 1.")
+        self.offered = {name.strip(): model_identity(name) for name in offered}
+        self.allow_any, self.max_models, self.loader = allow_any, max_models, loader
+        self.models: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+
+    def identity(self, name) -> str:
+        """The identity a visitor's value names, or the one neutral refusal."""
+        name = name.strip() if isinstance(name, str) else ""
+        if name in self.offered:
+            return self.offered[name]
+        if self.allow_any:
+            return model_identity(name)
+        raise ValueError(NOT_OFFERED)
+
+    def get(self, name) -> LoadedModel:
+        key = self.identity(name)
         with self.lock:
-            if name not in self.models:
-                self.models[name] = self.loader(name)
-            return self.models[name]
+            if key in self.models:
+                self.models.move_to_end(key)
+                return self.models[key]
+            loaded = self.loader(name.strip())
+            self.models[key] = loaded
+            while len(self.models) > self.max_models:
+                self.models.popitem(last=False)
+            return loaded
 
 
 # ------------------------------------------------------------------------------------------- generation
@@ -144,9 +240,13 @@ def token_infos(tokenizer, new_ids: list, logits: list, k: int = 5) -> list:
     return infos
 
 
-def stream_generation(loaded: LoadedModel, prompt_ids: list, settings: dict, seed: int, stop: threading.Event | None = None):
+def stream_generation(
+    loaded: LoadedModel, prompt_ids: list, settings: dict, seed: int, stop: threading.Event | None = None, every: float = 0.0
+):
     """Yields the new text as it grows (str), then the finished Generation. generate() runs in a thread and
-    hands tokens over through a streamer; setting `stop` ends it at the next token."""
+    hands tokens over through a streamer; setting `stop` ends it at the next token. With `every` > 0 the text is
+    yielded at most once per `every` seconds (with all tokens made since): a page redraw per token competes with
+    the generation for the CPU, and halved its speed."""
     from transformers import StoppingCriteria, StoppingCriteriaList
     from transformers.generation.streamers import BaseStreamer
 
@@ -198,10 +298,15 @@ def stream_generation(loaded: LoadedModel, prompt_ids: list, settings: dict, see
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    made = []
+    made, shown, last = [], 0, -math.inf  # the first token shows at once
     try:
         while (token := tokens.get()) is not None:
             made.append(token)
+            if every > 0 and time.perf_counter() - last < every:
+                continue
+            shown, last = len(made), time.perf_counter()
+            yield tokenizer.decode(made, skip_special_tokens=True)
+        if shown < len(made):  # the tokens made since the last update
             yield tokenizer.decode(made, skip_special_tokens=True)
     finally:
         stop.set()  # ends generate() at its next token when the page went away; harmless once it is done
@@ -314,10 +419,11 @@ def attention_view(loaded: LoadedModel, ids: list, layer: int, head: int):
     return fig, fig2
 
 
-def describe(loaded: LoadedModel, generation: Generation | None = None) -> str:
-    """One line on a model: parameters, the card's validation loss, and the last generation's speed."""
+def describe(loaded: LoadedModel, generation: Generation | None = None, note: str = "") -> str:
+    """One line on a model: parameters, the card's validation loss, the last generation's speed, and a note (what
+    a limit changed)."""
     loss = f"{loaded.eval_loss:.3f}" if loaded.eval_loss is not None else "not stated in its card"
     line = f"**{loaded.name}**: {loaded.params / 1e6:.2f} M parameters, validation loss {loss}"
     if generation is not None:
         line += f"; {len(generation.new_ids)} tokens at {generation.tokens_per_s:,.0f} tokens/s"
-    return line
+    return line + (f" ({note})" if note else "")

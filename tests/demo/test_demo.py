@@ -6,13 +6,16 @@ import pytest
 import torch
 
 from tiny_decoder.demo import (
+    NOT_OFFERED,
     Generation,
+    Limits,
     ModelCache,
     alternatives_rows,
     attention_view,
     chat_prompt_ids,
     check_request,
     describe,
+    fit_to_context,
     generation_kwargs,
     load_model,
     story_prompt_ids,
@@ -132,6 +135,83 @@ def test_unknown_models_are_named(tmp_path):
         load_model("someone/not-here")  # HF_HUB_OFFLINE=1 in tests
     with pytest.raises(ValueError, match="No model given"):
         load_model("  ")
+
+
+def test_the_cache_loads_only_what_was_offered_under_one_neutral_message(story_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(story_model.parent)
     calls = []
-    cache = ModelCache(loader=lambda name: calls.append(name) or name.upper())
-    assert cache.get("a") == cache.get("a") == "A" and calls == ["a"]
+    cache = ModelCache([story_model.name, "someone/hub-model"], loader=lambda name: calls.append(name) or name.upper())
+    assert cache.get(story_model.name) is cache.get(f" {story_model.name} ") and calls == [story_model.name]
+    assert cache.get("someone/hub-model") == "SOMEONE/HUB-MODEL"
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "config.json").write_text("{}")
+    refusals = set()
+    for typed in [
+        f"{story_model.name}/.",  # the offered folder, spelled otherwise
+        f"{story_model.name}/../{story_model.name}",
+        str(story_model),  # its absolute path
+        str(secret),  # a model folder nobody offered
+        str(tmp_path),  # a folder without config.json
+        "/etc",
+        "/nonexistent/x",
+        "~/.ssh",
+        "gpt2",
+        "someone/other",
+        "",
+        None,
+        3,
+    ]:
+        with pytest.raises(ValueError) as err:
+            cache.get(typed)
+        refusals.add(str(err.value))
+    assert refusals == {NOT_OFFERED}  # one message, whatever exists on disk
+    assert len(calls) == 2  # nothing else was loaded
+
+
+def test_any_model_mode_keys_by_identity_and_forgets_the_least_recent(story_model, chat_model, monkeypatch):
+    monkeypatch.chdir(story_model.parent)
+    calls = []
+    cache = ModelCache([], allow_any=True, max_models=2, loader=lambda name: calls.append(name) or object())
+    first = cache.get(story_model.name)
+    for spelling in [f"{story_model.name}/.", f"./{story_model.name}/./././", str(story_model), f"{story_model.name}/"]:
+        assert cache.get(spelling) is first  # one copy per folder, however it is spelled
+    cache.get(str(chat_model))
+    cache.get("someone/a")  # a third model: the least recently used (the story model) goes
+    assert len(cache.models) == 2 and str(story_model.resolve()) not in cache.models
+    assert cache.get(str(story_model)) is not first and len(calls) == 4
+    with pytest.raises(ValueError, match="max_models=0"):
+        ModelCache([], max_models=0)
+
+
+def test_limits_bound_the_prompt_and_the_new_tokens(story_model):
+    limits = Limits(max_new_tokens=64, max_prompt_chars=100)
+    with pytest.raises(ValueError, match="The prompt is 101 characters; this page takes at most 100"):
+        check_request("x" * 101, 10, 1.0, 5, 0.9, 0, limits)
+    with pytest.raises(ValueError, match="max_new_tokens = 65 is out of range: use a number from 1 to 64"):
+        check_request("Hi", 65, 1.0, 5, 0.9, 0, limits)
+    for bad in ("12", True, [3]):
+        with pytest.raises(ValueError, match="max_new_tokens = .* is out of range"):
+            check_request("Hi", bad, 1.0, 5, 0.9, 0, limits)
+    loaded = load_model(str(story_model))
+    context = loaded.model.config.max_position_embeddings
+    assert fit_to_context(loaded, [1] * 10, 5) == (5, "")
+    n, note = fit_to_context(loaded, [1] * 10, 1000)
+    assert n == context - 10 and f"cut from 1000 to {context - 10}" in note
+    with pytest.raises(ValueError, match=f"The prompt is {context} tokens; this model reads at most {context}"):
+        fit_to_context(loaded, [1] * context, 1)
+    ids = story_prompt_ids(loaded.tokenizer, "Tom")
+    n, _ = fit_to_context(loaded, ids, 1000)  # what the page then generates fills the context, no more
+    gen = list(stream_generation(loaded, ids, generation_kwargs(n, 0, 0, 1.0), 0))[-1]
+    assert len(ids) + len(gen.new_ids) == context
+
+
+def test_streaming_batches_updates_in_time_and_keeps_the_text(story_model):
+    loaded = load_model(str(story_model))
+    ids = story_prompt_ids(loaded.tokenizer, "Once")
+    settings = generation_kwargs(24, 0, 0, 1.0)
+    every_token = list(stream_generation(loaded, ids, settings, 0))
+    batched = list(stream_generation(loaded, ids, settings, 0, every=60.0))
+    assert len(every_token) - 1 == len(every_token[-1].new_ids)
+    assert len(batched) == 3  # the first token at once, the rest in one update, then the Generation
+    assert batched[-2] == every_token[-2] == batched[-1].text and batched[-1].new_ids == every_token[-1].new_ids
