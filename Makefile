@@ -99,11 +99,14 @@ bench: setup
 	  $(BIN)/python bench/engine.py --model "$(TEACHER)"; \
 	  else echo "bench/runtimes.py skipped: no model at $(TEACHER) (make train writes runs/tiny)"; fi
 
-# The demo page (app.py) on http://127.0.0.1:7860 for DEMO_MODELS (folders or Hub ids, space-separated);
-# the `make train` model is trained first when it is the one asked for and missing.
-DEMO_MODELS ?= $(TEACHER)
+# The demo page (app.py) on http://127.0.0.1:7860 for DEMO_MODELS (folders or Hub ids, space-separated; visitors
+# can load only these): the `make train` model, and the `make sft` one when it exists (the Chat tab needs it).
+# The `make train` model is trained first when it is the one asked for and missing.
+SFT_MODEL := $(patsubst %/model.safetensors,%,$(wildcard runs/tiny-sft/model.safetensors))
+DEMO_MODELS ?= $(TEACHER) $(SFT_MODEL)
 demo: setup
 	@test -f "$(firstword $(DEMO_MODELS))/model.safetensors" || test "$(firstword $(DEMO_MODELS))" != runs/tiny || $(MAKE) train
+	@test -n "$(SFT_MODEL)" || echo "note: no runs/tiny-sft, so the Chat tab has no model to chat with; 'make sft' writes it."
 	$(BIN)/python app.py --model $(DEMO_MODELS) $(DEMO_ARGS)
 
 # Headless Chromium for tests/demo/test_browser.py (it skips, saying so, without them). Debian/Ubuntu, as root or with sudo.

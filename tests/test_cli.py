@@ -37,3 +37,22 @@ def test_a_required_argument_may_come_after_the_file_and_unknown_keys_are_named(
     f.write_text("learning_rat: 0.01\n")
     with pytest.raises(ValueError, match=r"unknown argument\(s\) \['learning_rat'\]"):
         parse_args((TrainArguments, DistillationArguments), [str(f), "--alpha", "0.5"])
+
+
+def test_a_hub_id_without_an_owner_is_a_hub_id(tmp_path, monkeypatch):
+    import tiny_decoder.data as data
+    from tiny_decoder.cli import check_model_source, hub_id, looks_local
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert not looks_local("gpt2") and not looks_local("someone/model")
+    assert looks_local("./gpt2") and looks_local("runs/tinyy") and looks_local("a/b/c") and looks_local("~/m")
+    monkeypatch.setattr(data, "hub_is_reachable", lambda: True)
+    check_model_source("gpt2")  # online: left to from_pretrained, not "does not exist"
+    monkeypatch.setattr(data, "hub_is_reachable", lambda: False)
+    with pytest.raises(ValueError, match="'gpt2' does not exist here, and the Hub cannot be reached"):
+        check_model_source("gpt2")
+    with pytest.raises(ValueError, match="'runs/tinyy' does not exist; give a folder"):
+        check_model_source("runs/tinyy")
+    assert hub_id("gpt2") == "gpt2" and hub_id("someone/m") == "someone/m"
+    assert hub_id(str(tmp_path)) is None and hub_id("runs/x") is None and hub_id(None) is None

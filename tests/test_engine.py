@@ -100,10 +100,21 @@ def test_stream_sees_every_token_in_order():
     [
         (dict(prompts=[], max_new_tokens=4), "one or more prompts"),
         (dict(prompts=[[3], []], max_new_tokens=4), "at least one token"),
-        (dict(prompts=[[3]], max_new_tokens=0), "max_new_tokens=0 must be >= 1"),
+        (dict(prompts=[[3]], max_new_tokens=0), "max_new_tokens=0 must be an integer >= 1"),
+        (dict(prompts=[[3]], max_new_tokens=2.5), "max_new_tokens=2.5 must be an integer >= 1"),
+        (dict(prompts=[[3]], max_new_tokens="4"), "max_new_tokens='4' must be an integer >= 1"),
         (dict(prompts=[[3] * 60], max_new_tokens=10), "beyond the model's context of 64"),
-        (dict(prompts=[[3]], max_new_tokens=4, top_p=0.0), "top_p=0.0 in"),
-        (dict(prompts=[[3]], max_new_tokens=4, temperature=-1.0), "temperature=-1.0 must be >= 0"),
+        (dict(prompts=[[3]], max_new_tokens=4, top_p=0.0), r"top_p=0.0 must be in \(0, 1\]"),
+        (dict(prompts=[[3]], max_new_tokens=4, top_k=2.5), "top_k=2.5 must be an integer >= 1"),
+        (dict(prompts=[[3]], max_new_tokens=4, temperature=-1.0), "temperature=-1.0 must be a finite number >= 0"),
+        (dict(prompts=[[3]], max_new_tokens=4, temperature=float("nan")), "temperature=nan must be a finite number"),
+        (dict(prompts=[[3]], max_new_tokens=4, repetition_penalty=float("inf")), "repetition_penalty=inf must be"),
+        (
+            dict(prompts=[[3, 67]], max_new_tokens=4),
+            r"prompt 0 holds 67, not a token id of this model: ids are integers in \[0, 67\)",
+        ),
+        (dict(prompts=[[3], [-1]], max_new_tokens=4), "prompt 1 holds -1, not a token id"),
+        (dict(prompts=[[3, 1.5]], max_new_tokens=4), "prompt 0 holds 1.5, not a token id"),
     ],
 )
 def test_bad_input_is_refused(kwargs, message):

@@ -60,6 +60,13 @@ def looks_local(name: str) -> bool:
     return name.count("/") == 1 and Path(name.split("/")[0]).is_dir()
 
 
+def hub_id(name: str | None) -> str | None:
+    """`name` when it names a Hub model, None for a path of this machine (cards' `base_model` must not leak one)."""
+    from pathlib import Path
+
+    return name if name and not (Path(name).expanduser().exists() or looks_local(name)) else None
+
+
 def check_model_source(value: str, flag: str = "model_name_or_path", needs: str = "config.json and model.safetensors") -> None:
     """The one check of a model given on a command line, before any work: a local folder must be a saved
     model folder, a path that looks local must exist, and a Hub name needs the Hub (offline: said at once)."""

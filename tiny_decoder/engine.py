@@ -105,10 +105,27 @@ class Engine:
         return [row[:n] for row, n in zip(made.tolist(), count.tolist())]
 
     def _check(self, prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty):
-        if not prompts or any(len(p) == 0 for p in prompts):
-            raise ValueError("Engine.generate needs one or more prompts, each with at least one token id.")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1.")
+        """Every argument, before any tensor is made: one message naming the value and what is allowed."""
+        import math
+        import numbers
+
+        def integer(value):
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+        def number(value):
+            return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+        if not prompts or any(not hasattr(p, "__len__") or len(p) == 0 for p in prompts):
+            raise ValueError("Engine.generate needs one or more prompts, each a list of at least one token id.")
+        vocab = self.config.vocab_size
+        for row, prompt in enumerate(prompts):
+            bad = [t for t in prompt if not integer(t) or not 0 <= t < vocab]
+            if bad:
+                raise ValueError(
+                    f"prompt {row} holds {bad[0]!r}, not a token id of this model: ids are integers in [0, {vocab})."
+                )
+        if not integer(max_new_tokens) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1.")
         longest = max(map(len, prompts)) + max_new_tokens
         limit = getattr(self.config, "max_position_embeddings", None)
         if limit is not None and longest > limit:
@@ -116,10 +133,14 @@ class Engine:
                 f"the longest prompt plus max_new_tokens is {longest} tokens, beyond the model's context of "
                 f"{limit}; shorten the prompt or lower max_new_tokens."
             )
-        if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
-            raise ValueError(f"temperature={temperature} must be >= 0, top_k={top_k} >= 1, top_p={top_p} in (0, 1].")
-        if not repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty={repetition_penalty} must be > 0.")
+        if not number(temperature) or temperature < 0:
+            raise ValueError(f"temperature={temperature!r} must be a finite number >= 0 (0: greedy).")
+        if top_k is not None and (not integer(top_k) or top_k < 1):
+            raise ValueError(f"top_k={top_k!r} must be an integer >= 1, or None (off).")
+        if top_p is not None and (not number(top_p) or not 0 < top_p <= 1):
+            raise ValueError(f"top_p={top_p!r} must be in (0, 1], or None (off).")
+        if not number(repetition_penalty) or not repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty={repetition_penalty!r} must be a finite number > 0.")
 
 
 def sample(logits, temperature, top_k, top_p, repetition_penalty, seen, generator) -> torch.Tensor:

@@ -5,6 +5,8 @@ Every number in a card comes from the run that wrote it: pass the figures in, ne
 
 import json
 
+from .cli import hub_id
+
 USE = """## Use
 
 ```python
@@ -89,7 +91,7 @@ def render_model_card(config, info: dict) -> str:
         + ([] if info.get("base_model") else ["from-scratch"])
         + list(info.get("tags", [])),
         "datasets": [info["dataset_name"]] if info.get("dataset_name") else [],
-        **({"base_model": info["base_model"]} if info.get("base_model") else {}),
+        **({"base_model": hub_id(info["base_model"])} if hub_id(info.get("base_model")) else {}),
         "model-index": [
             {
                 "name": info.get("title") or info["repo"],
@@ -181,7 +183,7 @@ def render_pruned_card(config, info: dict) -> str:
         "language": ["en"],
         "pipeline_tag": "text-generation",
         "tags": ["tiny-decoder", "causal-lm", "pruned", "structured-pruning"],
-        "base_model": info["source"],
+        **({"base_model": info["source"]} if hub_id(info["source"]) else {}),
     }
     table = "\n".join(f"| {name} | {a} | {b} |" for name, a, b in info["rows"])
     return PRUNED_TEMPLATE.format(

@@ -77,7 +77,7 @@ def test_gguf_refusals(source, tmp_path):
 
 def test_llama_cpp_itself_runs_our_gguf(source, tmp_path):
     """llama.cpp (through llama-cpp-python, the optional [llamacpp] extra) decodes our f32 file greedily to our tokens."""
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install '.[llamacpp]')")
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install -e '.[llamacpp]')")
     path = run_script("export", ["--model_name_or_path", str(source), "--format", "gguf", "--output_dir", str(tmp_path)])
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, verbose=False, logits_all=False)
     prompt = [5, 9, 17, 3, 11, 40]

@@ -8,10 +8,11 @@ import sys
 
 import pytest
 import torch
+from transformers import AutoConfig
 
 from conftest import run_script, small_config
 from tiny_decoder import TinyDecoderForCausalLM
-from tiny_decoder.export.llama import llama_blockers, to_llama
+from tiny_decoder.export.llama import _card, llama_blockers, to_llama
 
 CONFIGS = {
     "mha_tied": {},
@@ -99,7 +100,8 @@ def test_the_exported_folder_loads_without_the_package_no_prompt_no_warning(save
     run_script("export", ["--model_name_or_path", str(saved / "native"), "--output_dir", str(out)])
     assert not any(p.suffix == ".py" for p in out.iterdir()) and (out / "model.safetensors").exists()
     card = (out / "README.md").read_text()
-    assert f"base_model: {saved / 'native'}" in card and "library_name: transformers" in card
+    assert "base_model:" not in card and str(saved) not in card and "library_name: transformers" in card  # no local path
+    assert "base_model: someone/tiny\n" in _card(AutoConfig.from_pretrained(out), "someone/tiny")  # a Hub id is linked
     ids = [5, 9, 17, 3, 11, 40]
     with torch.no_grad():
         ours = TinyDecoderForCausalLM.from_pretrained(saved / "native").eval()(torch.tensor([ids])).logits
@@ -108,6 +110,7 @@ import sys, json, warnings
 sys.modules["tiny_decoder"] = None  # a Python where the package is not installed
 warnings.simplefilter("error")
 import torch
+from transformers import AutoConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 model = AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=False).eval()
 tok = AutoTokenizer.from_pretrained({str(out)!r}, trust_remote_code=False)
@@ -224,3 +227,46 @@ def test_a_pruned_model_exports_exactly():
     ids = torch.randint(3, 67, (2, 10))
     with torch.no_grad():
         torch.testing.assert_close(llama(ids).logits, small(ids).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["llama", "gguf", "onnx"])
+def test_non_finite_weights_are_refused_naming_the_tensor_and_nothing_is_written(saved, tmp_path, fmt):
+    from transformers import AutoModelForCausalLM
+
+    broken = tmp_path / "broken"
+    model = AutoModelForCausalLM.from_pretrained(saved / "native")
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[3, 2] = float("nan")
+    model.save_pretrained(broken)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (broken / name).write_bytes((saved / "native" / name).read_bytes())
+    out = tmp_path / "out"
+    with pytest.raises(
+        ValueError, match=r"weight model\.layers\.1\.mlp\.down_proj\.weight holds 1 non-finite value.*nothing was exported"
+    ):
+        run_script("export", ["--model_name_or_path", str(broken), "--output_dir", str(out), "--format", fmt])
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_linear_attention_onnx_is_refused_in_one_line(tmp_path, tiny_tokenizer):
+    pytest.importorskip("onnxscript")
+    source = tmp_path / "linear"
+    cfg = small_config(vocab_size=len(tiny_tokenizer), attention_type="linear", position_embedding="none")
+    TinyDecoderForCausalLM(cfg).save_pretrained(source)
+    tiny_tokenizer.save_pretrained(source)
+    out = tmp_path / "onnx"
+    with pytest.raises(ValueError, match="attention_type='linear' keeps a running state"):
+        run_script("export", ["--model_name_or_path", str(source), "--output_dir", str(out), "--format", "onnx"])
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_exported_files_are_readable_like_every_other_file(saved, tmp_path):
+    out = tmp_path / "llama"
+    run_script("export", ["--model_name_or_path", str(saved / "native"), "--output_dir", str(out)])
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()}
+    assert modes["model.safetensors"] == 0o666 & ~umask and set(modes.values()) == {0o666 & ~umask}, modes

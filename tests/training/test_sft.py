@@ -54,9 +54,17 @@ def test_labels_are_minus_100_exactly_off_the_assistant_tokens(chat_tok):
     assert enc["input_ids"][n:] == [chat_tok.pad_token_id] * (64 - n)
 
 
-def test_a_conversation_longer_than_the_context_is_cut_or_dropped(chat_tok):
+def test_a_conversation_longer_than_the_context_is_cut_or_dropped(chat_tok, caplog):
+    from transformers.utils import logging
+
     long = [{"role": "user", "content": "Lily saw a red ball. " * 20}, {"role": "assistant", "content": "Tom found it."}]
-    assert encode_conversation(chat_tok, long, 16) is None  # nothing of the answer fits: dropped
+    before = logging.get_verbosity()
+    logging.set_verbosity_warning()
+    try:
+        assert encode_conversation(chat_tok, long, 16) is None  # nothing of the answer fits: dropped
+    finally:
+        logging.set_verbosity(before)
+    assert "Token indices sequence length" not in caplog.text  # expected here (it is cut): no warning
     n = sum(encode_conversation(chat_tok, CONV[:3], 64)["attention_mask"])
     cut = encode_conversation(chat_tok, CONV[:3], n - 2)  # the answer's last two tokens fall off
     assert cut["truncated"] and len(cut["input_ids"]) == n - 2 and any(t != -100 for t in cut["labels"])

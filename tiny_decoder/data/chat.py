@@ -99,7 +99,10 @@ def load_conversations(path: str) -> list[list[dict]]:
 def encode_conversation(tokenizer, messages: list[dict], max_length: int) -> dict | None:
     """input_ids, labels (-100 except assistant tokens) and attention_mask, padded to max_length;
     None when truncation to max_length leaves no assistant token."""
-    enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    # verbose=False: a conversation longer than the context is expected here (it is cut below), not worth a warning
+    enc = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, tokenizer_kwargs={"verbose": False}
+    )
     ids, mask = list(enc["input_ids"])[:max_length], list(enc["assistant_masks"])[:max_length]
     if not any(mask):
         return None

@@ -126,17 +126,18 @@ def _plain_tokenizer_config(folder: Path) -> None:
 
 
 def _card(config, source: str) -> str:
+    """The card; `base_model` only for a Hub id (the Hub links it), never a path of this machine."""
+    from ..cli import hub_id
+
     n = config.num_hidden_layers
+    shown = hub_id(source) or Path(source).name  # a folder's name, not where it lies on this machine
+    meta = f"base_model: {source}\n" if hub_id(source) else ""
     return (
-        "---\n"
-        "library_name: transformers\n"
-        "pipeline_tag: text-generation\n"
-        f"base_model: {source}\n"
-        "tags:\n- llama\n- tiny-decoder\n- text-generation\n"
-        "---\n\n"
+        "---\nlibrary_name: transformers\npipeline_tag: text-generation\n"
+        f"{meta}tags:\n- llama\n- tiny-decoder\n- text-generation\n---\n\n"
         f"# {Path(source).name} as a Llama\n\n"
         f"A plain `LlamaForCausalLM` ({n} layers, hidden {config.hidden_size}, {config.num_attention_heads} heads, "
-        f"{config.num_key_value_heads} KV heads) exported from the tiny-decoder model `{source}` by `scripts/export.py "
+        f"{config.num_key_value_heads} KV heads) exported from the tiny-decoder model `{shown}` by `scripts/export.py "
         "--format llama`: the same weights under Llama's names, so it loads anywhere Llama does, with no custom code.\n\n"
         "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
         'model = AutoModelForCausalLM.from_pretrained("<this folder>")\n'

@@ -43,6 +43,11 @@ def io_names(num_layers: int) -> tuple[list[str], list[str]]:
 def save_onnx(model, path: str) -> dict:
     """Export `model` (eval mode, float32) to `path`; returns what a runtime needs to feed it (also written beside)."""
     cfg = model.config
+    if getattr(cfg, "attention_type", "softmax") == "linear":
+        raise ValueError(
+            "attention_type='linear' keeps a running state, not past keys and values, so it does not fit this "
+            "decoder's inputs (and traces to fixed lengths); export a softmax-attention model, or use the native folder."
+        )
     model = model.eval().float()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     inputs, outputs = io_names(cfg.num_hidden_layers)

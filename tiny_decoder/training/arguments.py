@@ -199,6 +199,13 @@ class TrainArguments:
         self._check_zeroth_order()
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("push_to_hub needs --hub_model_id NAME (e.g. your-user/tiny-stories).")
+        if not self.push_to_hub:  # flags that only shape a push: given alone, they would be ignored silently
+            for name, default in (("hub_format", "native"), ("hub_strategy", "end"), ("hub_private_repo", False)):
+                if getattr(self, name) != default:
+                    raise ValueError(
+                        f"--{name} {getattr(self, name)} does nothing without --push_to_hub true: add "
+                        f"--push_to_hub true --hub_model_id you/name, or drop --{name}."
+                    )
 
     def _check_zeroth_order(self):
         if self.optim != "zeroth_order":

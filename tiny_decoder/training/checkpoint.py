@@ -21,6 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
+from .run_dir import default_modes, write_failure
+
 MANIFEST = "manifest.json"
 STATE = "trainer_state.json"
 MODEL_FILE = "model.safetensors"
@@ -105,6 +107,39 @@ def save_checkpoint(
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
+    try:
+        _write_checkpoint(accelerator, tmp, state, model, savers)
+    except (OSError, RuntimeError) as err:  # a full disk, most often: no half-written folder stays behind
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"checkpoint-{state['step']}: {write_failure(err, Path(output_dir), _expected_size(output_dir, model))}"
+        ) from None
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        if save_total_limit:
+            # Newest-written last: a checkpoint this run just wrote is never rotated away in favour of
+            # a higher-numbered one left by an abandoned branch (a resume from an earlier checkpoint).
+            for old in list_checkpoints(output_dir)[:-save_total_limit]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _expected_size(output_dir: str, model) -> int | None:
+    """Bytes a checkpoint takes: the newest complete one's, else the weights and two AdamW moments (fp32)."""
+    found = list_checkpoints(output_dir)
+    if found:
+        return sum(p.stat().st_size for p in found[-1].rglob("*") if p.is_file())
+    if model is None:
+        return None
+    return 3 * 4 * sum(p.numel() for p in model.parameters())
+
+
+def _write_checkpoint(accelerator, tmp: Path, state: dict, model, savers) -> None:
+    """Everything of a checkpoint into `tmp`, the manifest last (it is what makes a checkpoint complete)."""
     accelerator.save_state(str(tmp), safe_serialization=True)
     if model is not None and accelerator.distributed_type == "FSDP":
         # FSDP writes sharded files; also gather the whole model (a collective) so one process can load it.
@@ -131,16 +166,7 @@ def save_checkpoint(
             json.dump(manifest, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if save_total_limit:
-            # Newest-written last: a checkpoint this run just wrote is never rotated away in favour of
-            # a higher-numbered one left by an abandoned branch (a resume from an earlier checkpoint).
-            for old in list_checkpoints(output_dir)[:-save_total_limit]:
-                shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final
+        default_modes(tmp)
 
 
 def _saved_at(path: Path) -> float:

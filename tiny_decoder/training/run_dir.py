@@ -175,10 +175,45 @@ def clear_run(entries: list[Path]) -> None:
             p.unlink()
 
 
+def default_modes(folder: Path) -> None:
+    """Give every file under `folder` the mode a new file gets here (0644 under the usual umask): transformers writes
+    model.safetensors through a private temporary file (0600), and a model folder is meant to be shared."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def disk_full(err: BaseException) -> bool:
+    """A write that failed for want of space: ENOSPC, or torch's zip writer's way of saying so."""
+    import errno
+
+    text = str(err)
+    return getattr(err, "errno", None) == errno.ENOSPC or "No space left" in text or "unexpected pos" in text
+
+
+def write_failure(err: BaseException, folder: Path, needed: int | None = None) -> str:
+    """One line on a failed write: for a full disk, which folder and how much was needed and free."""
+    if not disk_full(err):
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        return f"writing into {str(folder)!r} failed ({type(err).__name__}: {first}); nothing half-written was kept."
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    need = f"about {needed / 1e6:,.1f} MB were needed and " if needed else ""
+    return (
+        f"the disk holding {str(folder)!r} is full: {need}{free / 1e6:,.1f} MB are free. Nothing half-written was "
+        f"kept; free some space (or choose another output folder) and run again."
+    )
+
+
 def save_atomically(output_dir: str, *savers) -> None:
     """Call each `save_pretrained`-like function on a temporary folder, then move the files in.
 
-    A crash leaves the earlier files (or none), never a mix of a half-written new set and old ones.
+    A crash leaves the earlier files (or none), never a mix of a half-written new set and old ones; a failed write
+    (a full disk) removes the temporary folder and says so in one line.
     """
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
@@ -186,8 +221,16 @@ def save_atomically(output_dir: str, *savers) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    for save in savers:
-        save(tmp)
+    try:
+        for save in savers:
+            save(tmp)
+    except (OSError, RuntimeError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if disk_full(err):
+            raise OutputDirError(write_failure(err, out)) from None
+        raise
+    if tmp.exists():
+        default_modes(tmp)
     written = list(tmp.iterdir()) if tmp.exists() else []
     if not written:
         raise OutputDirError(f"nothing was written to {output_dir!r}.")

@@ -3,7 +3,7 @@ and a resumed run starts from it exactly where the interrupted one stopped."""
 
 from dataclasses import asdict, dataclass
 
-OPTIONAL = ("planned_total_steps", "planned_from", "precision")
+OPTIONAL = ("planned_total_steps", "planned_from", "precision", "block_size")
 
 
 @dataclass
@@ -17,6 +17,7 @@ class TrainState:
     planned_total_steps: int | None = None  # the time budget's plan (see budget.py), made once per run
     planned_from: int | None = None  # ... and the schedule length it shortened
     precision: str | None = None  # accelerate's mixed_precision the run uses (what `auto` chose), for resumes
+    block_size: int | None = None  # tokens per training block: a resume must keep it (the data position counts blocks)
 
     def state_dict(self) -> dict:
         """A JSON-ready dict; the optional keys only once set (the format of earlier checkpoints)."""

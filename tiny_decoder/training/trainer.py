@@ -55,6 +55,7 @@ from .report import (
     matmul_rate,
     plot_loss_curve,
 )
+from .resume import check_resume_fits
 from .run_dir import OutputLock, check_output_dir, clear_run, save_atomically
 from .state import TrainState
 from .steps import build_steps
@@ -112,6 +113,8 @@ class Trainer:
         if args.resume_from_checkpoint:
             self.resume_from = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
             self.state.load_state_dict(verify_checkpoint(self.resume_from))
+            check_resume_fits(self.resume_from, self.state, self.model_args, self.data_args.block_size)
+        self.state.block_size = self.data_args.block_size
         self.tokenizer, self.datasets, self.reports = self._build_data()
         set_seed(args.seed)  # the initial weights depend on the seed alone, not on what ran before
         self.model = self._build_model()
