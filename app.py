@@ -108,19 +108,24 @@ def checked_number(label, value, low, high):
     return value
 
 
-class Slider(gr.Slider):
-    def preprocess(self, payload):
-        return checked_number(self.label, payload, self.minimum, self.maximum)
+def Slider(*args, **kwargs) -> gr.Slider:
+    """gr.Slider whose values are checked by `checked_number` (an instance attribute, not a subclass: gradio writes a
+    .pyi stub beside the source of every component subclass)."""
+    slider = gr.Slider(*args, **kwargs)
+    slider.preprocess = lambda payload: checked_number(slider.label, payload, slider.minimum, slider.maximum)
+    return slider
 
 
-class Integer(gr.Number):
-    def preprocess(self, payload):
-        return int(checked_number(self.label, payload, self.minimum, self.maximum))
+def Integer(*args, **kwargs) -> gr.Number:
+    number = gr.Number(*args, **kwargs)
+    number.preprocess = lambda payload: int(checked_number(number.label, payload, number.minimum, number.maximum))
+    return number
 
 
-class ModelBox(gr.Dropdown):
-    def preprocess(self, payload):
-        return payload  # the cache decides, with one message that lists nothing and depends on nothing on disk
+def ModelBox(*args, **kwargs) -> gr.Dropdown:
+    box = gr.Dropdown(*args, **kwargs)
+    box.preprocess = lambda payload: payload  # the cache decides, with one message that lists nothing on disk
+    return box
 
 
 def build_demo(

@@ -183,6 +183,7 @@ def test_server_flags_set_the_queue_and_the_limits(story_model):
         assert demo._queue.max_size == 3 and demo._queue.default_concurrency_limit == 2
         slider = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "max_new_tokens"][0]
         assert slider.maximum == 32
+        assert not (ROOT / "app.pyi").exists()  # building the page writes nothing beside app.py (gradio does for subclasses)
     finally:
         demo.close()
 
