@@ -40,14 +40,19 @@ def io_names(num_layers: int) -> tuple[list[str], list[str]]:
     return ["input_ids", "position_ids"] + [f"past_{k}_{i}" for i, k in kv], ["logits"] + [f"present_{k}_{i}" for i, k in kv]
 
 
-def save_onnx(model, path: str) -> dict:
-    """Export `model` (eval mode, float32) to `path`; returns what a runtime needs to feed it (also written beside)."""
-    cfg = model.config
-    if getattr(cfg, "attention_type", "softmax") == "linear":
+def check_onnx(config) -> None:
+    """Refuse, before anything is written, a config this decoder's inputs cannot express."""
+    if getattr(config, "attention_type", "softmax") == "linear":
         raise ValueError(
             "attention_type='linear' keeps a running state, not past keys and values, so it does not fit this "
             "decoder's inputs (and traces to fixed lengths); export a softmax-attention model, or use the native folder."
         )
+
+
+def save_onnx(model, path: str) -> dict:
+    """Export `model` (eval mode, float32) to `path`; returns what a runtime needs to feed it (also written beside)."""
+    cfg = model.config
+    check_onnx(cfg)
     model = model.eval().float()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     inputs, outputs = io_names(cfg.num_hidden_layers)
@@ -119,6 +124,7 @@ def export_onnx_folder(source: str, output_dir: str, overwrite: bool = False) ->
     except ImportError:
         raise ValueError("--format onnx needs onnx and onnxscript: pip install 'tiny-decoder[export]'.") from None
     model, tokenizer = load_tiny_decoder(source)
+    check_onnx(model.config)
     own = {
         "model.onnx",
         "model.onnx.data",
