@@ -96,7 +96,8 @@ bench: setup
 	$(BIN)/python bench/zeroth_order.py
 	$(BIN)/python bench/attention_cost.py
 	@if test -f "$(TEACHER)/model.safetensors"; then $(BIN)/python bench/runtimes.py --model "$(TEACHER)" && \
-	  $(BIN)/python bench/engine.py --model "$(TEACHER)"; \
+	  $(BIN)/python bench/engine.py --model "$(TEACHER)" && \
+	  $(BIN)/python bench/demo_stream.py --model "$(TEACHER)"; \
 	  else echo "bench/runtimes.py skipped: no model at $(TEACHER) (make train writes runs/tiny)"; fi
 
 # The demo page (app.py) on http://127.0.0.1:7860 for DEMO_MODELS (folders or Hub ids, space-separated; visitors

@@ -71,7 +71,7 @@ class DemoArguments:
     max_prompt_chars: int = field(default=4000, metadata={"help": "Longest prompt or chat message accepted, in characters."})
     concurrency: int = field(default=1, metadata={"help": "Generations run at once; more requests wait in the queue."})
     max_queue: int = field(default=16, metadata={"help": "Requests that may wait; more are turned away with a message."})
-    stream_interval: float = field(default=0.1, metadata={"help": "Seconds between streamed text updates (0: every token)."})
+    stream_interval: float = field(default=0.2, metadata={"help": "Seconds between streamed text updates (0: every token)."})
     server_name: str | None = field(
         default=None,
         metadata={"help": "Address to serve on; default $GRADIO_SERVER_NAME, else 127.0.0.1 (0.0.0.0: the network)."},
@@ -134,7 +134,7 @@ def build_demo(
     limits: Limits | None = None,
     allow_any_model: bool = False,
     max_loaded_models: int = 2,
-    stream_interval: float = 0.1,
+    stream_interval: float = 0.2,
 ) -> gr.Blocks:
     limits = limits or Limits()
     cache = cache or ModelCache(models, allow_any=allow_any_model, max_models=max_loaded_models)

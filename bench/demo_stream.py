@@ -27,7 +27,7 @@ def parse(argv):
     p.add_argument("--model", default="runs/tiny")
     p.add_argument("--prompt", default="Once upon a time")
     p.add_argument("--new_tokens", type=int, default=200)
-    p.add_argument("--intervals", type=float, nargs="+", default=[0.0, 0.1])
+    p.add_argument("--intervals", type=float, nargs="+", default=[0.0, 0.2])
     p.add_argument("--repeats", type=int, default=3)
     return p.parse_args(argv)
 
