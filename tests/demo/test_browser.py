@@ -46,6 +46,9 @@ def wait_for(condition, timeout=60, what="the page"):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+PROMPT = "Lily saw a"  # short: the test model reads 16 tokens
+
+
 def test_write_and_look_in_a_browser(browser, story_model, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -59,15 +62,15 @@ def test_write_and_look_in_a_browser(browser, story_model, tmp_path):
         browser.get(f"http://127.0.0.1:{port}/")
         prompt = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#prompt textarea"), what="the prompt box")[0]
         prompt.clear()
-        prompt.send_keys("Once upon a time, a little girl")
+        prompt.send_keys(PROMPT)
         browser.find_element(By.CSS_SELECTOR, "#write_button").click()
         story = browser.find_element(By.CSS_SELECTOR, "#story textarea")
-        wait_for(lambda: len(story.get_attribute("value")) > len("Once upon a time, a little girl"), what="streamed text")
+        wait_for(lambda: len(story.get_attribute("value")) > len(PROMPT), what="streamed text")
         tokens = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#coloured span.tok"), what="coloured tokens")
         colours = {t.value_of_css_property("background-color") for t in tokens}
         assert "rgba(0, 0, 0, 0)" not in colours and len(colours) > 1  # painted, by probability (not one colour)
         assert all(0 <= float(t.get_attribute("data-prob")) <= 1 for t in tokens)
-        assert story.get_attribute("value").startswith("Once upon a time, a little girl")
+        assert story.get_attribute("value").startswith(PROMPT)
         wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#alternatives table"), what="the top-5 table")
         browser.save_screenshot(str(shots / "demo_write.png"))
 
@@ -81,6 +84,21 @@ def test_write_and_look_in_a_browser(browser, story_model, tmp_path):
         )
         time.sleep(0.5)
         browser.save_screenshot(str(shots / "demo_attention.png"))
+
+        # Chat with a model that has no chat template: a status line says so, nothing is left in an error state
+        tab = [b for b in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if b.text.strip() == "Chat"][0]
+        tab.click()
+        message = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#message textarea"), what="the message box")[0]
+        wait_for(lambda: message.is_displayed(), what="the Chat tab")
+        message.send_keys("Hello\n")
+        status = wait_for(
+            lambda: [e for e in browser.find_elements(By.CSS_SELECTOR, "#chat_status") if "no chat template" in e.text],
+            what="the chat status line",
+        )[0]
+        assert "Not sent" in status.text and message.get_attribute("value").strip() == "Hello"
+        for elem_id in ("chatbot", "message", "chat_status"):
+            box = browser.find_element(By.CSS_SELECTOR, f"#{elem_id}")
+            assert "Error" not in box.text and not box.find_elements(By.CSS_SELECTOR, ".error"), elem_id
     finally:
         demo.close()
     assert (shots / "demo_write.png").stat().st_size > 10_000
