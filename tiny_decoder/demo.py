@@ -186,7 +186,7 @@ class ModelCache:
             if key in self.models:
                 self.models.move_to_end(key)
                 return self.models[key]
-            loaded = self.loader(name.strip())
+            loaded = self.loader(name.strip() if isinstance(name, str) else "")  # "": the loader's "no model given"
             self.models[key] = loaded
             while len(self.models) > self.max_models:
                 self.models.popitem(last=False)

@@ -180,6 +180,8 @@ def test_any_model_mode_keys_by_identity_and_forgets_the_least_recent(story_mode
     cache.get("someone/a")  # a third model: the least recently used (the story model) goes
     assert len(cache.models) == 2 and str(story_model.resolve()) not in cache.models
     assert cache.get(str(story_model)) is not first and len(calls) == 4
+    with pytest.raises(ValueError, match="No model given"):
+        ModelCache([], allow_any=True).get(None)
     with pytest.raises(ValueError, match="max_models=0"):
         ModelCache([], max_models=0)
 
