@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from tiny_decoder.evaluation.memory import timed_peak  # time and peak memory, CUDA or CPU RSS
+from tiny_decoder.experiments.memory import timed_peak  # time and peak memory, CUDA or CPU RSS
 from tiny_decoder.model.linear_attention import causal_linear_attention
 
 

@@ -23,8 +23,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from tiny_decoder import TinyDecoderConfig, TinyDecoderForCausalLM  # noqa: E402
+from tiny_decoder.evaluation.throughput import device_name, flops_per_token, forward_flops_per_token, matmul_rate  # noqa: E402
 from tiny_decoder.training.precision import NAMES, autocast_dtype  # noqa: E402
-from tiny_decoder.training.report import device_name, flops_per_token, forward_flops_per_token, matmul_rate  # noqa: E402
 
 
 def build(kind, a, device, dtype):

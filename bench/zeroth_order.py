@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 import sys
 
-from tiny_decoder.evaluation.memory import MODES, StepShape, measure_in_child
+from tiny_decoder.experiments.memory import MODES, StepShape, measure_in_child
 
 
 def parse(argv=None):

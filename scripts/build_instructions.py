@@ -15,7 +15,7 @@ from pathlib import Path
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments, clean_and_split, load_raw_dataset
 from tiny_decoder.data.instructions import build_instruction_set, content_words
-from tiny_decoder.training.run_dir import INSTRUCTION_FILES, OutputLock, check_output_dir
+from tiny_decoder.io.run_dir import INSTRUCTION_FILES, OutputLock, check_output_dir
 
 
 @dataclass

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
-from tiny_decoder.cli import looks_local, parse_args, run_command
+from tiny_decoder.cli import parse_args, run_command
+from tiny_decoder.io.sources import looks_local
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = ".tiny-decoder-space.json"

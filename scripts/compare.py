@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
-from tiny_decoder.cli import check_model_source, check_output_file, parse_args, run_command
+from tiny_decoder.cli import check_output_file, parse_args, run_command
 from tiny_decoder.data import DataArguments, build_lm_datasets, load_raw_dataset
 from tiny_decoder.data.tokenizer import load_tokenizer
 from tiny_decoder.evaluation.loss import blocks_loss
 from tiny_decoder.evaluation.speed import generation_speed
+from tiny_decoder.io.sources import check_model_source
 from tiny_decoder.training.objectives import CausalLMObjective
 
 

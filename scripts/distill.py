@@ -9,33 +9,18 @@ e.g. a pruned model); it uses the teacher's tokenizer unless told otherwise. Eve
 scripts/train.py works here; `--help` lists them, with the distillation ones.
 """
 
-import shlex
-import sys
-
-from tiny_decoder.cli import parse_args, run_command
-from tiny_decoder.data import DataArguments
-from tiny_decoder.data.tokenizer import TokenizerArguments
-from tiny_decoder.training import ModelArguments, TrainArguments, Trainer
+from tiny_decoder.cli import run_command, run_training
 from tiny_decoder.training.objectives.distillation import DistillationArguments, DistillationObjective
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    model_args, data_args, tok_args, train_args, kd_args = parse_args(
-        (ModelArguments, DataArguments, TokenizerArguments, TrainArguments, DistillationArguments), argv
-    )
+def distillation_objective(model_args, data_args, tok_args, train_args, kd_args):
     if not tok_args.tokenizer_name and not model_args.model_name_or_path:
         tok_args.tokenizer_name = kd_args.teacher_name_or_path  # a fresh student speaks the teacher's tokens
-    objective = DistillationObjective.from_args(kd_args)
-    trainer = Trainer(
-        model_args, data_args, tok_args, train_args, objective=objective, command="python scripts/distill.py " + shlex.join(argv)
-    )
-    result = trainer.train()
-    import torch.distributed as dist
+    return DistillationObjective.from_args(kd_args)
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-    return result
+
+def main(argv=None):
+    return run_training("distill", argv, extra_types=(DistillationArguments,), objective=distillation_objective)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tiny_decoder.cli import check_model_source, check_output_file, parse_args, run_command
+from tiny_decoder.cli import check_output_file, parse_args, run_command
 from tiny_decoder.data import DataArguments, load_raw_dataset
 from tiny_decoder.evaluation.perplexity import perplexity
 from tiny_decoder.evaluation.sampling import sample_texts
+from tiny_decoder.io.sources import check_model_source
 
 
 @dataclass
@@ -104,7 +105,7 @@ def main(argv=None):
         if not Path(args.model_name_or_path).is_dir():
             raise ValueError("--write_card updates a local model folder's README.md; give a folder.")
         from tiny_decoder.evaluation.introspection import format_parameter_table, parameter_table
-        from tiny_decoder.hub import evaluation_section, update_card_evaluation
+        from tiny_decoder.io.cards import evaluation_section, update_card_evaluation
 
         dataset = data_args.dataset_name if not data_args.local_path else Path(data_args.local_path).name
         section = evaluation_section(

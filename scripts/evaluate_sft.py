@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
-from tiny_decoder.cli import check_model_source, check_output_file, parse_args, run_command
+from tiny_decoder.cli import check_output_file, parse_args, run_command
 from tiny_decoder.data.chat import add_chat_template, load_conversations
 from tiny_decoder.data.instructions import words_present
 from tiny_decoder.data.tokenizer import load_tokenizer
+from tiny_decoder.io.sources import check_model_source
 from tiny_decoder.training.objectives import CausalLMObjective
 from tiny_decoder.training.objectives.sft import SFTObjective, assistant_loss, generate_answers
 

@@ -10,8 +10,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tiny_decoder.cli import check_model_source, parse_args, run_command
+from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.evaluation.introspection import attention_maps, format_parameter_table, parameter_table, trace_shapes
+from tiny_decoder.io.sources import check_model_source
 
 
 @dataclass

@@ -8,27 +8,18 @@ Data: chat JSONL ({"messages": [...]} or {"prompt", "completion"}). Every argume
 scripts/train.py works here (same loop, checkpoints, resume, logs, card); `--help` lists them.
 """
 
-import shlex
-import sys
-
-from tiny_decoder.cli import parse_args, run_command
-from tiny_decoder.data import DataArguments
-from tiny_decoder.data.tokenizer import TokenizerArguments
-from tiny_decoder.training import ModelArguments, TrainArguments, Trainer
+from tiny_decoder.cli import run_command, run_training
 from tiny_decoder.training.objectives.sft import SFTObjective
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    model_args, data_args, tok_args, train_args = parse_args(
-        (ModelArguments, DataArguments, TokenizerArguments, TrainArguments), argv
-    )
+def sft_objective(model_args, *_):
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required: the trained model to fine-tune (e.g. runs/tiny).")
-    trainer = Trainer(
-        model_args, data_args, tok_args, train_args, objective=SFTObjective(), command="python scripts/sft.py " + shlex.join(argv)
-    )
-    return trainer.train()
+    return SFTObjective()
+
+
+def main(argv=None):
+    return run_training("sft", argv, objective=sft_objective)
 
 
 if __name__ == "__main__":

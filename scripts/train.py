@@ -7,27 +7,11 @@
 Arguments mirror transformers' TrainingArguments and run_clm.py; `--help` lists them all.
 """
 
-import shlex
-import sys
-
-from tiny_decoder.cli import parse_args, run_command
-from tiny_decoder.data import DataArguments
-from tiny_decoder.data.tokenizer import TokenizerArguments
-from tiny_decoder.training import ModelArguments, TrainArguments, Trainer
+from tiny_decoder.cli import run_command, run_training
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    model_args, data_args, tok_args, train_args = parse_args(
-        (ModelArguments, DataArguments, TokenizerArguments, TrainArguments), argv
-    )
-    trainer = Trainer(model_args, data_args, tok_args, train_args, command="python scripts/train.py " + shlex.join(argv))
-    result = trainer.train()
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()  # a clean exit under torchrun on CPU
-    return result
+    return run_training("train", argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 from tiny_decoder.cli import parse_args, run_command
 from tiny_decoder.data import DataArguments, clean_and_split, load_raw_dataset
 from tiny_decoder.data.tokenizer import TokenizerArguments, text_batches, train_bpe_tokenizer
-from tiny_decoder.training.run_dir import (
+from tiny_decoder.io.run_dir import (
     TOKENIZER_FILES,
     OutputDirError,
     OutputLock,

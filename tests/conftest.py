@@ -179,7 +179,7 @@ def run(argv):
 @contextlib.contextmanager
 def killed_at_checkpoint(monkeypatch, step):
     """The run dies (KeyboardInterrupt) when it is about to write checkpoint-STEP, as a killed process would."""
-    import tiny_decoder.training.trainer as trainer_module
+    import tiny_decoder.training.checkpointer as trainer_module  # where the Trainer's checkpoints are written
 
     real_save = trainer_module.save_checkpoint
 

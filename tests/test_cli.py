@@ -40,16 +40,16 @@ def test_a_required_argument_may_come_after_the_file_and_unknown_keys_are_named(
 
 
 def test_a_hub_id_without_an_owner_is_a_hub_id(tmp_path, monkeypatch):
-    import tiny_decoder.data as data
-    from tiny_decoder.cli import check_model_source, hub_id, looks_local
+    import tiny_decoder.io.sources as sources
+    from tiny_decoder.io.sources import check_model_source, hub_id, looks_local
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
     assert not looks_local("gpt2") and not looks_local("someone/model")
     assert looks_local("./gpt2") and looks_local("runs/tinyy") and looks_local("a/b/c") and looks_local("~/m")
-    monkeypatch.setattr(data, "hub_is_reachable", lambda: True)
+    monkeypatch.setattr(sources, "hub_is_reachable", lambda: True)
     check_model_source("gpt2")  # online: left to from_pretrained, not "does not exist"
-    monkeypatch.setattr(data, "hub_is_reachable", lambda: False)
+    monkeypatch.setattr(sources, "hub_is_reachable", lambda: False)
     with pytest.raises(ValueError, match="'gpt2' does not exist here, and the Hub cannot be reached"):
         check_model_source("gpt2")
     with pytest.raises(ValueError, match="'runs/tinyy' does not exist; give a folder"):

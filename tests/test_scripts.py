@@ -150,7 +150,7 @@ def test_inspecting_a_linear_attention_model_says_there_are_no_maps(folders, tmp
 
 
 def adversarial_cases():
-    """Found by the adversarial pass over every script (issue 23's table): each once a traceback, a misleading
+    """Found by an adversarial pass over every script: each once a traceback, a misleading
     line or work done before failing."""
     return [
         ("train", ["--config_overrides", "hidden_size=abc"], r"config_overrides hidden_size='abc': hidden_size takes a number"),

@@ -1,4 +1,6 @@
-"""What every command in scripts/ shares: arguments from a file and/or flags, one-line errors."""
+"""What every command in scripts/ shares: arguments from a file and/or flags, one-line errors, and the one
+entry of the three training scripts (train, distill, sft). The top floor of the package: nothing in it
+imports this module but the demo page."""
 
 import dataclasses
 import sys
@@ -25,16 +27,6 @@ def parse_args(dataclass_types, argv: list[str]) -> tuple:
     return parser.parse_args_into_dataclasses(argv)
 
 
-def check_finite(arguments) -> None:
-    """Every float field of an argument dataclass is a finite number (inf and nan make no sense in any of them)."""
-    import math
-
-    for f in dataclasses.fields(arguments):
-        value = getattr(arguments, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"--{f.name} {value} is not a finite number; give a finite value.")
-
-
 def check_output_file(path: str | None, flag: str = "output_json") -> None:
     """A file the script will write at the end: its folder must exist now, not after the work is done."""
     from pathlib import Path
@@ -47,45 +39,6 @@ def check_output_file(path: str | None, flag: str = "output_json") -> None:
     if not target.parent.is_dir():
         raise ValueError(
             f"--{flag} {path!r}: the folder {str(target.parent)!r} does not exist; create it or choose another path."
-        )
-
-
-def looks_local(name: str) -> bool:
-    """A Hub id is `owner/name` or a bare `name` (`gpt2`); anything else (absolute, relative, several slashes) is
-    meant as a path, and so is `owner/name` whose `owner` is a folder here (runs/tinyy: a mistyped run folder)."""
-    from pathlib import Path
-
-    if name.startswith(("/", ".", "~")) or name.count("/") > 1:
-        return True
-    return name.count("/") == 1 and Path(name.split("/")[0]).is_dir()
-
-
-def hub_id(name: str | None) -> str | None:
-    """`name` when it names a Hub model, None for a path of this machine (cards' `base_model` must not leak one)."""
-    from pathlib import Path
-
-    return name if name and not (Path(name).expanduser().exists() or looks_local(name)) else None
-
-
-def check_model_source(value: str, flag: str = "model_name_or_path", needs: str = "config.json and model.safetensors") -> None:
-    """The one check of a model given on a command line, before any work: a local folder must be a saved
-    model folder, a path that looks local must exist, and a Hub name needs the Hub (offline: said at once)."""
-    from pathlib import Path
-
-    from .data import hub_is_reachable
-
-    path = Path(value).expanduser()
-    give = f"give a folder written by save_pretrained (with {needs})"
-    if path.exists() and not (path / "config.json").is_file():
-        raise ValueError(f"--{flag} {value!r} is a folder without config.json: not a saved model folder; {give}.")
-    if path.exists():
-        return
-    if looks_local(value):
-        raise ValueError(f"--{flag} {value!r} does not exist; {give}.")
-    if not hub_is_reachable():
-        raise ValueError(
-            f"--{flag} {value!r} does not exist here, and the Hub cannot be reached to look it up as a model id; "
-            f"{give}, or go online."
         )
 
 
@@ -114,3 +67,32 @@ def run_command(main) -> None:
             file=sys.stderr,
         )
         sys.exit(130)
+
+
+def run_training(script: str, argv: list[str] | None = None, extra_types: tuple = (), objective=None) -> dict:
+    """scripts/train.py, distill.py and sft.py: parse the training arguments (and `extra_types`), build the Trainer
+    with `objective(model_args, data_args, tok_args, train_args, *extras)` (None: next-token loss), train, and
+    tear the process group down (a clean exit under torchrun), also when training fails."""
+    import shlex
+
+    from .data import DataArguments
+    from .data.tokenizer import TokenizerArguments
+    from .export.llama import LlamaHubExport
+    from .training import ModelArguments, TrainArguments, Trainer
+
+    argv = sys.argv[1:] if argv is None else argv
+    model_args, data_args, tok_args, train_args, *extras = parse_args(
+        (ModelArguments, DataArguments, TokenizerArguments, TrainArguments, *extra_types), argv
+    )
+    chosen = objective(model_args, data_args, tok_args, train_args, *extras) if objective is not None else None
+    exporter = LlamaHubExport() if train_args.hub_format == "llama" else None
+    try:
+        command = f"python scripts/{script}.py " + shlex.join(argv)
+        return Trainer(
+            model_args, data_args, tok_args, train_args, objective=chosen, command=command, hub_exporter=exporter
+        ).train()
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()

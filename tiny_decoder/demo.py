@@ -137,7 +137,7 @@ def load_model(name: str) -> LoadedModel:
     """A saved folder or Hub id, in eval mode with the eager-capable SDPA kernel (attention weights work)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .cli import check_model_source
+    from .io.sources import check_model_source
 
     name = (name or "").strip()
     if not name:

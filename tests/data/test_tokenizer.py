@@ -91,7 +91,7 @@ def test_train_tokenizer_script_refuses_an_output_dir_that_is_a_file(tmp_path):
     import json
 
     from conftest import run_script
-    from tiny_decoder.training.run_dir import OutputDirError
+    from tiny_decoder.io.run_dir import OutputDirError
 
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in generated_documents(50)))
     target = tmp_path / "taken"

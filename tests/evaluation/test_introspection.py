@@ -10,7 +10,7 @@ import torch
 from conftest import run_script, small_config
 from tiny_decoder import TinyDecoderForCausalLM
 from tiny_decoder.evaluation.introspection import attention_maps, parameter_table, trace_shapes
-from tiny_decoder.training.report import flops_per_token
+from tiny_decoder.evaluation.throughput import flops_per_token
 
 
 @pytest.mark.parametrize("tied", [True, False])

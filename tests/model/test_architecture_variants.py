@@ -1,4 +1,4 @@
-"""Architecture switches beyond the core (issue 12): sliding-window attention and orthogonal-parallel
+"""Architecture switches beyond the core: sliding-window attention and orthogonal-parallel
 residuals, each against a reference, through save/load and generate()."""
 
 import pytest

@@ -38,17 +38,17 @@ def test_ctrl_c_before_the_end_still_stops_without_a_final_model(workdir, tmp_pa
 def test_a_run_killed_during_its_final_save_finishes_its_outputs_when_resumed(workdir, tmp_path, monkeypatch, capsys):
     from transformers import AutoModelForCausalLM
 
-    import tiny_decoder.training.trainer as trainer_module
+    import tiny_decoder.training.checkpointer as checkpointer_module
 
     out = tmp_path / "run"
-    real = trainer_module.save_atomically
+    real = checkpointer_module.save_atomically
 
     def killed(folder, *savers):
         if folder == str(out):  # the final save (the tokenizer's own folder is saved at the start)
             raise KeyboardInterrupt("simulated kill during the final save")
         return real(folder, *savers)
 
-    monkeypatch.setattr(trainer_module, "save_atomically", killed)
+    monkeypatch.setattr(checkpointer_module, "save_atomically", killed)
     with pytest.raises(KeyboardInterrupt):
         run(cli_args(workdir, out, max_steps=3, save_steps=3))
     monkeypatch.undo()

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -21,7 +20,7 @@ def corpus(tmp_path):
 
 
 def test_the_tokenizer_trainer_never_writes_into_a_model_folder(workdir, tmp_path):
-    from tiny_decoder.training.run_dir import OutputDirError
+    from tiny_decoder.io.run_dir import OutputDirError
 
     model_dir = tmp_path / "model"
     run(cli_args(workdir, model_dir, max_steps=1))
@@ -34,7 +33,7 @@ def test_the_tokenizer_trainer_never_writes_into_a_model_folder(workdir, tmp_pat
 
 
 def test_a_tokenizer_folder_is_replaced_only_when_asked(tmp_path):
-    from tiny_decoder.training.run_dir import OutputDirError
+    from tiny_decoder.io.run_dir import OutputDirError
 
     argv = ["--dataset_path", str(corpus(tmp_path)), "--vocab_size", "300", "--output_dir", str(tmp_path / "tok")]
     run_script("train_tokenizer", argv)
@@ -45,7 +44,7 @@ def test_a_tokenizer_folder_is_replaced_only_when_asked(tmp_path):
 
 
 def test_an_instruction_set_is_replaced_only_when_asked(tmp_path):
-    from tiny_decoder.training.run_dir import OutputDirError
+    from tiny_decoder.io.run_dir import OutputDirError
 
     argv = ["--dataset_path", str(corpus(tmp_path)), "--output_dir", str(tmp_path / "instruct")]
     run_script("build_instructions", argv)
@@ -55,7 +54,7 @@ def test_an_instruction_set_is_replaced_only_when_asked(tmp_path):
 
 
 def test_a_pruned_folder_is_never_told_to_resume(workdir, tmp_path):
-    from tiny_decoder.training.run_dir import OutputDirError
+    from tiny_decoder.io.run_dir import OutputDirError
 
     base = tmp_path / "base"
     run(cli_args(workdir, base, max_steps=1))
@@ -79,19 +78,26 @@ def test_a_pruned_folder_is_never_told_to_resume(workdir, tmp_path):
     assert "already holds a pruned model's output" in str(err.value) and "resume" not in str(err.value)
 
 
-def write_lock(folder, pid, host=None):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / ".lock").write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(), "started": time.time()}))
+def hold_lock(folder):
+    """Another process that holds `folder`'s lock as a script does, until it is killed."""
+    code = (
+        "import sys, time; from tiny_decoder.io.run_dir import OutputLock; "
+        "OutputLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
 
 
 def test_a_folder_another_live_process_writes_is_refused(workdir, tmp_path):
-    from tiny_decoder.training.run_dir import OutputDirError
+    from tiny_decoder.io.run_dir import OutputDirError
 
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    out = tmp_path / "run"
+    other = hold_lock(out)
     try:
-        out = tmp_path / "run"
-        write_lock(out, other.pid)
-        with pytest.raises(OutputDirError, match=rf"is being written by another process \(pid {other.pid}"):
+        with pytest.raises(
+            OutputDirError, match=rf"is being written by another process \(pid {other.pid} on {socket.gethostname()}"
+        ):
             run(cli_args(workdir, out, max_steps=1))
         assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing touched
     finally:
@@ -99,11 +105,14 @@ def test_a_folder_another_live_process_writes_is_refused(workdir, tmp_path):
         other.wait()
 
 
-def test_a_stale_lock_of_a_killed_process_is_taken_over(workdir, tmp_path):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+def test_the_lock_of_a_killed_process_goes_with_it(workdir, tmp_path):
+    """The OS releases the lock of a process that dies (SIGKILL: no atexit, no cleanup); the file it leaves,
+    naming the dead holder, is no obstacle."""
     out = tmp_path / "run"
-    write_lock(out, dead.pid)
+    dead = hold_lock(out)
+    dead.kill()
+    dead.wait()
+    assert str(dead.pid) in (out / ".lock").read_text()  # left behind, as a killed writer leaves it
     assert run(cli_args(workdir, out, max_steps=1))["step"] == 1
     assert not (out / ".lock").exists()  # released when the run ended
 

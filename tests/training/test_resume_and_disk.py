@@ -8,8 +8,8 @@ from collections import namedtuple
 import pytest
 
 from conftest import cli_args, run  # noqa: F401  (workdir is a conftest fixture)
+from tiny_decoder.io.run_dir import OutputDirError
 from tiny_decoder.training.checkpoint import CheckpointError, list_checkpoints
-from tiny_decoder.training.run_dir import OutputDirError
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_the_same_arguments_still_resume(workdir, checkpointed):
 
 
 def full_disk(monkeypatch, free=1000):
-    import tiny_decoder.training.run_dir as run_dir
+    import tiny_decoder.io.run_dir as run_dir
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(run_dir.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - free, free))

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, cli_args, metrics, run  # noqa: F401  (workdir is a conftest fixture)
+from tiny_decoder.io.run_dir import OutputDirError
 from tiny_decoder.training.checkpoint import list_checkpoints, plain_name
-from tiny_decoder.training.run_dir import OutputDirError
 
 
 def weights(folder):
@@ -155,11 +155,13 @@ def virtual_clock(monkeypatch, seconds_per_forward=0.05):
     """The training loop's clock, advanced only by forward passes: timings in tests become exact."""
     from types import SimpleNamespace
 
-    import tiny_decoder.training.trainer as trainer_module
+    import tiny_decoder.training.budget as budget_module
+    import tiny_decoder.training.metrics as metrics_module
     from tiny_decoder import TinyDecoderForCausalLM
 
     clock = SimpleNamespace(now=1000.0)
-    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(time=lambda: clock.now))
+    for module in (budget_module, metrics_module):  # the run's clock and the metrics windows
+        monkeypatch.setattr(module, "time", SimpleNamespace(time=lambda: clock.now))
     forward = TinyDecoderForCausalLM.forward
 
     def timed_forward(self, *a, **k):

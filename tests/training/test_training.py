@@ -22,7 +22,7 @@ def test_one_step_equals_a_hand_written_step(workdir, tmp_path):
     from tiny_decoder import TinyDecoderConfig, TinyDecoderForCausalLM
     from tiny_decoder.data import DataArguments, build_lm_datasets
     from tiny_decoder.data.tokenizer import load_tokenizer
-    from tiny_decoder.training.trainer import EpochSampler
+    from tiny_decoder.training.loaders import EpochSampler
 
     out = tmp_path / "one"
     run(cli_args(workdir, out, max_steps=1, warmup_steps=10, max_grad_norm=0.5, weight_decay=0.1))

@@ -11,7 +11,7 @@ from conftest import cli_args, metrics, run  # noqa: F401  (workdir is a conftes
 
 
 def test_the_matmul_rate_is_measured_once_per_device_and_dtype(tmp_path, monkeypatch):
-    import tiny_decoder.training.report as report
+    import tiny_decoder.evaluation.throughput as report
 
     monkeypatch.setenv("TINY_DECODER_CACHE", str(tmp_path))
     calls = []
@@ -25,17 +25,17 @@ def test_the_matmul_rate_is_measured_once_per_device_and_dtype(tmp_path, monkeyp
 
 
 def test_a_real_matmul_rate_is_a_positive_number():
-    from tiny_decoder.training.report import measure_matmul_rate
+    from tiny_decoder.evaluation.throughput import measure_matmul_rate
 
     rate = measure_matmul_rate(torch.device("cpu"), torch.float32, 128, repeats=2)
     assert math.isfinite(rate) and rate > 1e6
 
 
 def test_every_training_record_carries_tokens_flops_and_mfu(workdir, tmp_path, monkeypatch):
-    import tiny_decoder.training.trainer as trainer_module
-    from tiny_decoder.training.report import flops_per_token
+    import tiny_decoder.training.metrics as metrics_module
+    from tiny_decoder.evaluation.throughput import flops_per_token
 
-    monkeypatch.setattr(trainer_module, "matmul_rate", lambda device, precision: 2e9)
+    monkeypatch.setattr(metrics_module, "matmul_rate", lambda device, precision: 2e9)
     out = tmp_path / "run"
     result = run(cli_args(workdir, out, max_steps=4, logging_steps=2))
     records = [r for r in metrics(out) if "loss" in r]

@@ -147,8 +147,8 @@ def test_two_processes_match_one_with_double_accumulation(workdir, tmp_path):
 
 @pytest.mark.slow
 def test_a_zeroth_order_step_needs_about_inference_memory():
-    """Measured in separate processes (evaluation/memory.py): peak memory a step adds above the model."""
-    from tiny_decoder.evaluation.memory import StepShape, measure_in_child
+    """Measured in separate processes (experiments/memory.py): peak memory a step adds above the model."""
+    from tiny_decoder.experiments.memory import StepShape, measure_in_child
 
     # The `tiny` preset at batch 16 x 256: backprop keeps ~4 layers of activations besides the 64 MiB of logits.
     shape = StepShape(preset="tiny", vocab_size=4096, batch_size=16, block_size=256, repeats=2, device="cpu")

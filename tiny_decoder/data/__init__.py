@@ -11,7 +11,6 @@ from .corpus import (
     clean_and_split,
     format_report,
     group_texts,
-    hub_is_reachable,
     in_validation,
     load_raw_dataset,
 )
@@ -25,7 +24,6 @@ __all__ = [
     "clean_and_split",
     "format_report",
     "group_texts",
-    "hub_is_reachable",
     "in_validation",
     "load_raw_dataset",
 ]

@@ -17,12 +17,12 @@ Design choices:
 import hashlib
 import json
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, load_dataset
+
+from ..io.sources import hub_is_reachable
 
 DATA_ENV = "TINY_DECODER_DATA"
 TEXT_SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -82,20 +82,6 @@ class DataArguments:
 
 
 # ---------------------------------------------------------------- sources
-
-
-def hub_is_reachable(timeout: float = 3.0) -> bool:
-    """False when HF_HUB_OFFLINE is set or the Hub's host does not answer within `timeout` s."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    host = urlparse(constants.ENDPOINT).hostname
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def load_raw_dataset(args: DataArguments) -> DatasetDict | IterableDatasetDict:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..training.report import flops_per_token
+from .throughput import flops_per_token
 
 KINDS = ("embeddings", "attention", "mlp", "norms", "head", "other")
 

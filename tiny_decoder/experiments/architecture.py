@@ -4,7 +4,7 @@ one loss-curve picture. `scripts/experiment.py` (`make experiment`) is its comma
 
 Each variant is the Trainer with `config_overrides` (so it is saved in config.json and loads anywhere); the
 tokenizer is trained once, by the baseline, and shared. Step memory is one AdamW step of the saved shape in
-a separate process (evaluation/memory.py), the same batch for all. The early-exit variant is also decoded
+a separate process (experiments/memory.py), the same batch for all. The early-exit variant is also decoded
 token by token at several thresholds (loss, mean exit layer, tokens/s). Writes table.md, curves.png and
 results.json into output_dir.
 """
@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..evaluation.memory import StepShape, measure_in_child
 from .common import evaluations, metrics, pyplot, save_figure, stored_parameters, train
+from .memory import StepShape, measure_in_child
 
 VARIANTS = {  # name: config overrides against the baseline (RoPE, RMSNorm, pre-norm, SwiGLU, MHA, full softmax)
     "baseline": "",

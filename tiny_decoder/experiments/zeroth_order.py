@@ -7,7 +7,7 @@ Four runs of the package's own Trainer on TinyStories, same data, seed, batch an
 - scratch: the `nano` preset from a fresh initialisation; AdamW vs zeroth-order.
 Then a table (validation loss, forward passes, wall-clock, and how many forward passes zeroth-order needed
 to reach the loss AdamW had after its K steps), the peak memory of one step of each kind against an
-inference forward of the same batch (evaluation/memory.py, separate processes), and curves of validation
+inference forward of the same batch (experiments/memory.py, separate processes), and curves of validation
 loss against forward passes and against wall-clock: table.md, curves.png, results.json in output_dir.
 `scripts/zeroth_order_experiment.py` (`make zeroth-order`) is its command line.
 """
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data import DataArguments
-from ..evaluation.memory import StepShape, measure_in_child
 from ..pruning.run import PruneArguments, prune_folder
 from .common import evaluations, pyplot, save_figure, train
+from .memory import StepShape, measure_in_child
 
 SETTINGS = ("fine-tune", "scratch")
 COMMON = {

@@ -148,8 +148,8 @@ def export_gguf_folder(source: str, output_dir: str, outtype: str = "f32", overw
     first, renamed when complete; the folder rule of every script (one writer, nothing foreign overwritten)."""
     import os
 
-    from ..training.run_dir import OutputLock, check_output_dir
-    from . import load_tiny_decoder
+    from ..io.run_dir import OutputLock, check_output_dir
+    from .source import load_tiny_decoder
 
     try:
         import gguf  # noqa: F401

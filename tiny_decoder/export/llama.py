@@ -127,7 +127,7 @@ def _plain_tokenizer_config(folder: Path) -> None:
 
 def _card(config, source: str) -> str:
     """The card; `base_model` only for a Hub id (the Hub links it), never a path of this machine."""
-    from ..cli import hub_id
+    from ..io.sources import hub_id
 
     n = config.num_hidden_layers
     shown = hub_id(source) or Path(source).name  # a folder's name, not where it lies on this machine
@@ -148,8 +148,8 @@ def _card(config, source: str) -> str:
 def export_llama_folder(source: str, output_dir: str, overwrite: bool = False) -> Path:
     """Load a saved tiny-decoder folder, refuse what Llama cannot express, write the Llama folder atomically
     (under one writer's lock, never into a folder holding anything else)."""
-    from ..training.run_dir import MODEL_FILES, OutputLock, check_output_dir, clear_run, save_atomically
-    from . import load_tiny_decoder
+    from ..io.run_dir import MODEL_FILES, OutputLock, check_output_dir, clear_run, save_atomically
+    from .source import load_tiny_decoder
 
     model, tokenizer = load_tiny_decoder(source)
     check_exportable(model.config)
@@ -158,3 +158,12 @@ def export_llama_folder(source: str, output_dir: str, overwrite: bool = False) -
         clear_run(old)
         save_atomically(output_dir, lambda folder: save_llama_folder(model, tokenizer, folder, source))
     return Path(output_dir)
+
+
+class LlamaHubExport:
+    """`--push_to_hub --hub_format llama`: the Trainer refuses a config Llama cannot express before training
+    (`check`) and uploads the Llama folder instead of the native one (`save_folder`). Passed in by the scripts,
+    so training never imports the export formats."""
+
+    check = staticmethod(check_exportable)
+    save_folder = staticmethod(save_llama_folder)

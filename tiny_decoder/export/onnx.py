@@ -115,8 +115,8 @@ def greedy_decode(session, info: dict, prompt: list[int], max_new_tokens: int, s
 def export_onnx_folder(source: str, output_dir: str, overwrite: bool = False) -> Path:
     """Load a saved tiny-decoder folder and write model.onnx, onnx_decoder.json and the tokenizer into output_dir
     (built in a temporary folder and moved in; the folder rule of every script)."""
-    from ..training.run_dir import OutputLock, check_output_dir, clear_run, save_atomically
-    from . import load_tiny_decoder
+    from ..io.run_dir import OutputLock, check_output_dir, clear_run, save_atomically
+    from .source import load_tiny_decoder
 
     try:
         import onnx  # noqa: F401

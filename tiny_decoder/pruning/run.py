@@ -7,15 +7,16 @@ from pathlib import Path
 
 import torch
 
-from ..cli import check_model_source
 from ..data import build_lm_datasets, load_raw_dataset
 from ..data.tokenizer import load_tokenizer
 from ..evaluation.loss import blocks_loss
 from ..evaluation.speed import generation_speed
-from ..hub import render_pruned_card
+from ..io.cards import render_pruned_card
+from ..io.run_dir import OutputLock, check_output_dir, clear_run, save_atomically
+from ..io.sources import check_model_source
 from ..training.objectives import CausalLMObjective
-from ..training.run_dir import OutputLock, check_output_dir, clear_run, save_atomically
-from . import LAYER_METRICS, prune_model
+from .importance import LAYER_METRICS
+from .plan import prune_model
 
 
 @dataclass

@@ -4,7 +4,7 @@ Names follow transformers' TrainingArguments and run_clm.py wherever the meaning
 so a user's flags and JSON/YAML files carry over.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from ..model.configuration_tiny_decoder import TinyDecoderConfig
 
@@ -134,8 +134,6 @@ class TrainArguments:
     )
 
     def __post_init__(self):
-        from ..cli import check_finite
-
         check_finite(self)
         if not self.output_dir.strip():
             raise ValueError("--output_dir is empty; give the folder the run writes to (e.g. runs/tiny).")
@@ -245,7 +243,7 @@ class TrainArguments:
 
 def check_model_sources(model_args: ModelArguments) -> None:
     """Refuse a --model_name_or_path / --config_name that cannot load, before any data work."""
-    from ..cli import check_model_source
+    from ..io.sources import check_model_source
 
     if model_args.model_name_or_path:
         check_model_source(model_args.model_name_or_path, "model_name_or_path")
@@ -311,3 +309,13 @@ def build_config(model_args: ModelArguments, tokenizer, block_size: int) -> Tiny
     if config.max_position_embeddings < block_size:
         raise ValueError(f"max_position_embeddings={config.max_position_embeddings} < block_size={block_size}.")
     return config
+
+
+def check_finite(arguments) -> None:
+    """Every float field of an argument dataclass is a finite number (inf and nan make no sense in any of them)."""
+    import math
+
+    for f in fields(arguments):
+        value = getattr(arguments, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{f.name} {value} is not a finite number; give a finite value.")

@@ -21,7 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .run_dir import default_modes, write_failure
+from ..io.run_dir import default_modes, write_failure
 
 MANIFEST = "manifest.json"
 STATE = "trainer_state.json"

@@ -67,3 +67,41 @@ def resume_command(command: str | None) -> str:
     if base.startswith("python "):
         base = python_command() + base[len("python") :]
     return f"{base} --resume_from_checkpoint latest"
+
+
+class DivergenceGuard:
+    """Stops the run at the step where the loss or gradient norm turns inf/nan, and before any non-finite weights
+    are saved. With several processes the step check is a collective, so it runs only at logging steps there (as
+    the Ctrl-C agreement does); the checkpoints already written keep finite weights."""
+
+    def __init__(self, args, accelerator, checkpointer, objective, scheduler):
+        self.args, self.accelerator, self.checkpointer = args, accelerator, checkpointer
+        self.objective, self.scheduler = objective, scheduler
+
+    def check_step(self, step: int, loss_sum: torch.Tensor, grad_norm) -> None:
+        """`grad_norm`: a tensor, or a float from some backends, or None without clipping."""
+        acc = self.accelerator
+        if acc.num_processes > 1 and step % self.args.logging_steps:
+            return
+        bad = ~torch.isfinite(loss_sum)
+        if grad_norm is not None:
+            bad = bad | ~torch.isfinite(torch.as_tensor(grad_norm, device=bad.device))
+        if acc.num_processes > 1:
+            bad = acc.reduce(bad.float().reshape(1), reduction="sum") > 0
+        if bool(bad):
+            what = "loss" if not torch.isfinite(loss_sum) else "gradient norm"
+            self.diverged(f"the training {what} is not finite at step {step}")
+
+    def check_weights(self, model, step: int) -> None:
+        module = self.accelerator.unwrap_model(model, keep_torch_compile=False)
+        if not bool(torch.stack([torch.isfinite(p).all() for p in module.parameters()]).all()):  # one sync, not one a tensor
+            self.diverged(f"the weights hold inf or nan after step {step}")
+
+    def diverged(self, what: str):
+        last = self.checkpointer.last_checkpoint()
+        kept = f"the last checkpoint, {last}, holds finite weights" if last else "no checkpoint was written"
+        raise TrainingDiverged(
+            f"training diverged: {what}. Likely cause: the learning rate ({self.scheduler.get_last_lr()[0]:g} at this "
+            f"step, peak {self.args.learning_rate:g}) is too high{self.objective.divergence_hint()}; {kept}, and no "
+            f"final model was saved. Lower --learning_rate (or raise --warmup_steps) and train again."
+        )

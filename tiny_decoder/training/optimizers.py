@@ -41,10 +41,11 @@ def build_adamw(model, args, learning_rate: float) -> torch.optim.AdamW:
 
 
 class SchedulerGroup:
-    """One schedule over several optimizers (the two phases of a hybrid run); reports the current phase's lr."""
+    """One schedule over several optimizers (the two phases of a hybrid run, switching at `switch_step`); reports
+    the lr of the phase the last optimizer step was in."""
 
-    def __init__(self, schedulers):
-        self.schedulers, self.current = schedulers, 0
+    def __init__(self, schedulers, switch_step: int):
+        self.schedulers, self.switch_step = schedulers, switch_step
 
     def step(self):
         import warnings
@@ -55,7 +56,8 @@ class SchedulerGroup:
                 s.step()
 
     def get_last_lr(self):
-        return self.schedulers[self.current].get_last_lr()
+        last_step = max(self.schedulers[0].last_epoch - 1, 0)  # LambdaLR counts the steps it was stepped
+        return self.schedulers[0 if last_step < self.switch_step else 1].get_last_lr()
 
     @property
     def lr_lambdas(self):
@@ -107,7 +109,7 @@ def build_optimizers(model, args, total_steps: int, accelerator) -> tuple[list, 
             optimizers = [zo, adamw] if args.zo_hybrid == "zo_then_backprop" else [adamw, zo]
     schedule = lr_lambda(args.lr_scheduler_type, args.warmup_steps, total_steps, args.min_lr_ratio)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in optimizers]
-    return optimizers, (schedulers[0] if len(schedulers) == 1 else SchedulerGroup(schedulers))
+    return optimizers, (schedulers[0] if len(schedulers) == 1 else SchedulerGroup(schedulers, args.zo_switch_step))
 
 
 def optimizer_card_section(args) -> str:

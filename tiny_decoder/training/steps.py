@@ -1,11 +1,6 @@
-"""What one micro-batch does: the rule the trainer calls as `steps.at(step)(model, objective, batch)`
+"""What one micro-batch does: the rule the trainer calls as `step_rules.rule_for(step)(model, objective, batch)`
 inside `accelerator.accumulate`; the optimizer's own step runs at the end of an accumulation (accelerate
 skips it before). Backprop, zeroth-order (forward passes only), or a hybrid switching at a step."""
-
-from .optimizers import SchedulerGroup
-
-# The loop calls `steps.at(step)(model, objective, batch)` inside `accelerator.accumulate`; the
-# optimizer's own step runs at the end of an accumulation (accelerate skips it before).
 
 
 class BackpropStep:
@@ -56,17 +51,14 @@ class ZerothOrderStep:
         return self.zo.pop_stats()
 
 
-class Steps:
+class StepRules:
     """The rule for each optimizer step: one rule, or two phases switching at `switch_step` (hybrid)."""
 
-    def __init__(self, rules: list, switch_step: int = 0, scheduler=None):
-        self.rules, self.switch_step, self.scheduler = rules, switch_step, scheduler
+    def __init__(self, rules: list, switch_step: int = 0):
+        self.rules, self.switch_step = rules, switch_step
 
-    def at(self, step: int):
-        phase = 0 if len(self.rules) == 1 or step < self.switch_step else 1
-        if isinstance(self.scheduler, SchedulerGroup):
-            self.scheduler.current = phase
-        return self.rules[phase]
+    def rule_for(self, step: int):
+        return self.rules[0 if len(self.rules) == 1 or step < self.switch_step else 1]
 
     @property
     def forward_passes(self) -> int:
@@ -85,7 +77,7 @@ class Steps:
         return out
 
 
-def build_steps(args, accelerator, optimizers, scheduler) -> Steps:
+def build_step_rules(args, accelerator, optimizers) -> StepRules:
     """The micro-batch rule(s) for the prepared optimizers of build_optimizers."""
     from .zeroth_order import ZerothOrderOptimizer
 
@@ -95,4 +87,4 @@ def build_steps(args, accelerator, optimizers, scheduler) -> Steps:
         else BackpropStep(accelerator, o, args.max_grad_norm)
         for o in optimizers
     ]
-    return Steps(rules, args.zo_switch_step, scheduler)
+    return StepRules(rules, args.zo_switch_step)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from ...cli import check_finite
+from ..arguments import check_finite
 from .causal_lm import CausalLMObjective
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
@@ -84,7 +84,7 @@ def load_teacher(name_or_path: str, dtype: str = "float32"):
     """A frozen causal LM: eval mode, no gradients."""
     from transformers import AutoModelForCausalLM
 
-    from ...cli import check_model_source
+    from ...io.sources import check_model_source
 
     check_model_source(name_or_path, "teacher_name_or_path")
     teacher = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=TEACHER_DTYPES[dtype])

@@ -4,7 +4,7 @@ just before the first step (Linux: the high-water mark is reset there through /p
 model, batch and imports count for no mode. Used by bench/zeroth_order.py, bench/attention_cost.py and the
 experiments.
 
-    python -m tiny_decoder.evaluation.memory adamw '{"preset": "tiny", "batch_size": 16}'   # one child
+    python -m tiny_decoder.experiments.memory adamw '{"preset": "tiny", "batch_size": 16}'   # one child
 """
 
 import json
@@ -45,10 +45,10 @@ def measure(mode: str, shape: StepShape) -> dict:
     """One mode in this process: {'mode', 'ms': median step time, 'peak_mib': peak memory the steps added, 'forwards'}."""
     import torch
 
-    from .. import TinyDecoderConfig, TinyDecoderForCausalLM
+    from ..evaluation.finite_difference import default_loss
+    from ..model import TinyDecoderConfig, TinyDecoderForCausalLM
     from ..training.arguments import PRESETS
     from ..training.zeroth_order import ZerothOrderOptimizer
-    from .finite_difference import default_loss
 
     torch.manual_seed(0)
     device = torch.device(shape.device)
@@ -94,7 +94,7 @@ def measure_in_child(mode: str, shape: StepShape) -> dict:
     """`measure` in a fresh Python process (the only way a CPU peak is the mode's own)."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {list(MODES)}.")
-    cmd = [sys.executable, "-m", "tiny_decoder.evaluation.memory", mode, json.dumps(asdict(shape))]
+    cmd = [sys.executable, "-m", "tiny_decoder.experiments.memory", mode, json.dumps(asdict(shape))]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"))
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{proc.stderr[-2000:]}")

@@ -4,8 +4,8 @@ Like `Trainer` and run_clm.py, a script refuses a folder that already holds some
 is asked to continue it (training's `--resume_from_checkpoint`) or to replace it (`--overwrite_output_dir`);
 replacing deletes only what that script writes, never a file it does not know, and a folder holding files
 of another kind (a model folder given to the tokenizer trainer) is refused either way. While a script
-writes, `output_dir/.lock` names its process: a second writer is refused in one line, and a lock whose
-process is gone (killed) is taken over.
+writes, it holds an OS lock on `output_dir/.lock` (filelock), which also names its process: a second writer is
+refused in one line naming it, and a killed writer's lock goes with its process.
 """
 
 import atexit
@@ -16,6 +16,8 @@ import shutil
 import socket
 import time
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 LOCK = ".lock"
 
@@ -77,77 +79,66 @@ def check_output_dir(
     return entries
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_HELD: dict[Path, "OutputLock"] = {}  # the folders this process holds, so its own checks pass
 
 
-def _lock_holder(root: Path) -> dict | None:
-    """The live writer holding `root`, or None (no lock, our own process's, or a stale one of a dead process)."""
+def _holder(path: Path) -> str:
+    """'pid 123 on host, since 12:00:00' from the lock file, as its holder wrote it."""
     try:
-        info = json.loads((root / LOCK).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(info, dict):
-        return None
-    if info.get("host") != socket.gethostname():
-        return info  # another machine's process: cannot be checked, so it counts as alive
-    pid = info.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid() or not _alive(pid):
-        return None
-    return info
+        info = json.loads(path.read_text())
+        started = time.strftime("%H:%M:%S", time.localtime(info["started"]))
+        return f"pid {info['pid']} on {info['host']}, since {started}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
 
 
 def check_lock(root: Path) -> None:
-    holder = _lock_holder(root)
-    if holder is not None:
-        started = time.strftime("%H:%M:%S", time.localtime(holder.get("started", 0)))
+    """Refuse a folder another live process holds. The lock is the OS's (flock through filelock): it goes with its
+    process, so a killed writer leaves no lock to take over, only a file."""
+    path = root / LOCK
+    if not path.exists() or path.resolve() in _HELD:
+        return
+    probe = FileLock(path, timeout=0, thread_local=False)
+    try:
+        probe.acquire()
+    except Timeout:
         raise OutputDirError(
-            f"output_dir {str(root)!r} is being written by another process (pid {holder.get('pid')} on "
-            f"{holder.get('host')}, since {started}); wait for it to end or choose another --output_dir "
-            f"(if that process is gone, delete {str(root / LOCK)!r})."
-        )
+            f"output_dir {str(root)!r} is being written by another process ({_holder(path)}); wait for it to end "
+            f"or choose another --output_dir."
+        ) from None
+    probe.release()
 
 
 class OutputLock:
-    """output_dir/.lock for the length of a script (released at exit, also on errors)."""
+    """output_dir/.lock for the length of a script (released at exit, also on errors, and by the OS if the
+    process dies); the file names its holder for the refusal message."""
 
     def __init__(self, output_dir: str):
         self.root = Path(output_dir)
         self.path = self.root / LOCK
-        self.held = False
+        self.lock = FileLock(self.path, timeout=0, thread_local=False)
+
+    @property
+    def held(self) -> bool:
+        return self.lock.is_locked
 
     def acquire(self) -> "OutputLock":
         self.root.mkdir(parents=True, exist_ok=True)
-        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                check_lock(self.root)  # a live writer: refused
-                self.path.unlink(missing_ok=True)  # stale (its process is gone): take it over
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(info)
-            self.held = True
-            atexit.register(self.release)
-            return self
-        check_lock(self.root)
-        raise OutputDirError(f"could not lock output_dir {str(self.root)!r}; try again.")
+        try:
+            self.lock.acquire()
+        except Timeout:
+            check_lock(self.root)  # names the holder
+            raise OutputDirError(f"could not lock output_dir {str(self.root)!r}; try again.") from None
+        self.path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
+        _HELD[self.path.resolve()] = self
+        atexit.register(self.release)
+        return self
 
     def release(self):
         if self.held:
-            try:
-                if json.loads(self.path.read_text()).get("pid") == os.getpid():
-                    self.path.unlink()
-            except (OSError, ValueError):
-                pass
-            self.held = False
+            _HELD.pop(self.path.resolve(), None)
+            self.path.unlink(missing_ok=True)  # while still held: no other process can hold this file now
+            self.lock.release()
 
     def __enter__(self):
         return self if self.held else self.acquire()
