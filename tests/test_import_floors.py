@@ -56,9 +56,7 @@ def test_every_import_points_down_the_floors():
     units = {unit(a) for a, _ in edges} | {unit(b) for _, b in edges}
     assert units - {""} <= set(FLOORS), f"give these a floor: {sorted(units - {''} - set(FLOORS))}"
     upward = sorted(
-        f"{a} -> {b}"
-        for a, b in edges
-        if unit(b) and unit(a) != unit(b) and FLOORS.get(unit(a), 99) <= FLOORS[unit(b)]
+        f"{a} -> {b}" for a, b in edges if unit(b) and unit(a) != unit(b) and FLOORS.get(unit(a), 99) <= FLOORS[unit(b)]
     )
     assert not upward, "imports that climb (or cross a floor):\n" + "\n".join(upward)
     # The root package only registers the model with the Auto classes; nothing inside imports it.
