@@ -60,3 +60,17 @@ def test_defaults_generation_relies_on():
     assert cfg.num_key_value_heads == cfg.num_attention_heads
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
         assert 0 <= getattr(cfg, name) < cfg.vocab_size
+
+
+def test_every_config_field_is_documented_in_the_class_docstring():
+    """transformers' `Args:` convention: each argument of __init__ has an entry (name, type, default) in the
+    docstring, so `help(TinyDecoderConfig)` answers what a field does."""
+    import inspect
+    import re
+
+    from tiny_decoder import TinyDecoderConfig
+
+    documented = set(re.findall(r"^        (\w+) \(`", TinyDecoderConfig.__doc__, flags=re.M))
+    fields = {name for name in inspect.signature(TinyDecoderConfig.__init__).parameters if name not in ("self", "kwargs")}
+    assert fields - documented == set(), f"undocumented: {sorted(fields - documented)}"
+    assert documented - fields == set(), f"documented but no such field: {sorted(documented - fields)}"

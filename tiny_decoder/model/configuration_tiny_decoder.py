@@ -17,6 +17,107 @@ ATTENTION_TYPES = ("softmax", "linear")
 
 
 class TinyDecoderConfig(PretrainedConfig):
+    r"""
+    The configuration of a tiny-decoder model: every architectural choice, each a field. Defaults give a
+    Llama-style model (RoPE, RMSNorm before each sublayer, SwiGLU, tied head).
+
+    Args:
+        vocab_size (`int`, *optional*, defaults to 4096):
+            Tokens in the vocabulary: rows of the token embedding (and of the tied LM head).
+        hidden_size (`int`, *optional*, defaults to 256):
+            Width of the residual stream.
+        num_hidden_layers (`int`, *optional*, defaults to 4):
+            Transformer blocks.
+        num_attention_heads (`int`, *optional*, defaults to 8):
+            Query heads per attention layer.
+        num_key_value_heads (`int`, *optional*):
+            Key/value heads: equal to `num_attention_heads` for MHA (the default), fewer for GQA, 1 for MQA. Must
+            divide `num_attention_heads`.
+        head_dim (`int`, *optional*):
+            Channels per head; defaults to `hidden_size // num_attention_heads`. Set explicitly after pruning heads,
+            when each head keeps its width.
+        intermediate_size (`int`, *optional*):
+            Channels of the MLP's hidden layer; defaults to 4 x `hidden_size`, or 8/3 x `hidden_size` rounded up to
+            a multiple of 32 for SwiGLU (three matrices at the parameter count of a 4x two-matrix MLP).
+        max_position_embeddings (`int`, *optional*, defaults to 256):
+            The longest sequence the model is meant for: the learned table's rows, RoPE's original length.
+        position_embedding (`str`, *optional*, defaults to `"rope"`):
+            How order enters: `"rope"` (rotary q/k), `"alibi"` (a distance bias on the scores), `"sinusoidal"` or
+            `"learned"` (vectors added to the token embeddings), `"none"` (NoPE). See positions.py.
+        rope_parameters (`dict`, *optional*):
+            transformers' RoPE dict: `rope_type` (`"default"`, `"linear"`, `"dynamic"`, `"yarn"`, `"llama3"`, ...),
+            `rope_theta` (default 10000), its scaling keys, and `partial_rotary_factor` (the share of each head's
+            channels that rotate).
+        rope_theta (`float`, *optional*):
+            Shortcut for `rope_parameters["rope_theta"]` (and how config.json files before `rope_parameters` held it).
+        alibi_slopes (`list[float]`, *optional*):
+            ALiBi's per-head slopes; defaults to the paper's geometric series for the head count. Pruning heads
+            writes the survivors' own slopes here.
+        sinusoidal_scale (`float`, *optional*):
+            Amplitude of sinusoidal positions; defaults to `initializer_range * sqrt(2)`, so their RMS equals the
+            token embeddings' init std (amplitude 1 against std-0.02 embeddings swamps the tokens). config.json
+            files saved before this field keep 1.0.
+        norm (`str`, *optional*, defaults to `"rmsnorm"`):
+            `"rmsnorm"` or `"layernorm"`; statistics in float32.
+        norm_position (`str`, *optional*, defaults to `"pre"`):
+            `"pre"`: the norm before each sublayer, and one before the head (GPT-2, Llama); `"post"`: after the
+            residual add (the 2017 Transformer).
+        norm_eps (`float`, *optional*, defaults to 1e-5):
+            Added to the variance inside each norm.
+        norm_bias (`bool`, *optional*, defaults to `True`):
+            Whether LayerNorm has a bias (RMSNorm never has one).
+        hidden_act (`str`, *optional*, defaults to `"swiglu"`):
+            The MLP: `"swiglu"` (gated, three matrices) or a plain up -> activation -> down with `"gelu"`, `"relu"`
+            or `"silu"`.
+        sliding_window (`int`, *optional*):
+            Each query attends to itself and the `sliding_window - 1` tokens before it (Mistral's convention), and the
+            KV cache keeps only that window. `None`: full causal attention.
+        attention_type (`str`, *optional*, defaults to `"softmax"`):
+            `"softmax"`, or `"linear"`: causal linear attention (Katharopoulos et al. 2020), O(sequence) time and
+            memory; see linear_attention.py.
+        early_exit_threshold (`float`, *optional*):
+            In cached decoding a token leaves after the first block (from `early_exit_min_layer` on) whose exit -
+            the shared head on that block's normed state - gives its top token a probability above this; deeper
+            layers' keys and values come from the exit state (CALM). `None` or 1.0: never. See early_exit.py.
+        early_exit_min_layer (`int`, *optional*, defaults to 0):
+            The first block a token may exit after.
+        early_exit_loss_weight (`float`, *optional*, defaults to 0.0):
+            Training adds this times the mean cross-entropy of the intermediate exits.
+        layer_dropout (`float`, *optional*, defaults to 0.0):
+            In training, each block but the first is skipped with this probability (LayerSkip).
+        residual (`str`, *optional*, defaults to `"add"`):
+            How a sublayer's output y joins the stream x: `"add"` (x + y), or `"orthogonal_parallel"`
+            (x + alpha * (y - p) + beta * p, p = y's projection on x; alpha, beta learned per channel, 1 at init).
+        embedding_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on the input embeddings (tokens plus absolute positions).
+        attention_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on the attention weights (kernels that support it).
+        residual_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on each sublayer's output before it joins the residual stream.
+        attention_bias (`bool`, *optional*, defaults to `False`):
+            Biases in the q/k/v/o projections.
+        mlp_bias (`bool`, *optional*, defaults to `False`):
+            Biases in the MLP's projections.
+        tie_word_embeddings (`bool`, *optional*, defaults to `True`):
+            The LM head shares the token embedding's weight.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Std of the normal init (GPT-2); residual-branch outputs are scaled by 1/sqrt(2 * layers), the learned
+            position table starts at a tenth of it.
+        use_cache (`bool`, *optional*, defaults to `True`):
+            Whether forward returns a KV cache by default.
+        bos_token_id (`int`, *optional*, defaults to 1):
+            Beginning-of-text token.
+        eos_token_id (`int`, *optional*, defaults to 2):
+            End-of-text token (generation stops there).
+        pad_token_id (`int`, *optional*, defaults to 0):
+            Padding token (sequence classification reads the last non-pad token).
+
+    ```python
+    >>> from tiny_decoder import TinyDecoderConfig, TinyDecoderForCausalLM
+    >>> config = TinyDecoderConfig(hidden_size=128, num_hidden_layers=2, position_embedding="alibi")
+    >>> model = TinyDecoderForCausalLM(config)
+    ```"""
+
     model_type = "tiny_decoder"
     keys_to_ignore_at_inference = ["cache", "past_key_values"]
     # How `from_pretrained(..., tp_plan="auto")` shards the blocks (Megatron: column-split the

@@ -1,7 +1,9 @@
 """tiny-decoder: a decoder-only transformer written out in PyTorch, in Hugging Face's contract.
 
 Design choices (each set by a field of `TinyDecoderConfig`):
-- Token embedding, optionally plus absolute positions ("learned" table or "sinusoidal").
+- Token embedding; positions from one module chosen by `position_embedding` (positions.py) that returns
+  what the layers need (a vector added to the embeddings, rotary cos/sin, or ALiBi's bias), so the
+  forward never branches on the scheme.
 - N identical blocks: attention then MLP, each a residual branch; the norm sits before the
   branch ("pre", GPT-2/Llama) or after the residual add ("post", the 2017 Transformer).
 - Attention: separate q/k/v projections so k/v may have fewer heads (MHA, GQA, MQA);
@@ -20,16 +22,18 @@ Design choices (each set by a field of `TinyDecoderConfig`):
   interface of the others (linear_attention.py), chosen once per layer at init.
 - Residuals: x + y, or orthogonal-parallel (`residual`, see residuals.py).
 - Dynamic depth (early_exit.py): early exit in cached decoding with CALM's state propagation,
-  exit losses and layer dropout for training, in a layer runner chosen at init; the layer a token
-  left at comes back in the output (`exit_layer`).
+  exit losses and layer dropout for training. TinyDecoderModel's forward is the plain loop; while
+  the config asks for dynamic depth, TinyDecoderForCausalLM's body is TinyDecoderDynamicDepthModel,
+  whose forward (a mixin in early_exit.py) is the loop that can stop; the layer a token left at
+  comes back in the output (`exit_layer`).
 - MLP: up -> activation -> down, or SwiGLU's gated pair.
 - Norms: RMSNorm or LayerNorm, statistics in float32.
 - LM head tied to the token embedding by default; GPT-2 init (std 0.02, residual projections
   scaled by 1/sqrt(2 * layers)).
 - KV cache through transformers' `Cache` objects (`cache=`; `past_key_values=` still works
   with a FutureWarning), dynamic or static. The layer loop is one call per layer with no
-  data-dependent Python branch unless the config asks for early exit or layer dropout (which
-  decide per step), so `torch.compile(fullgraph=True)` and `torch.export` trace the default model.
+  data-dependent Python branch, so `torch.compile(fullgraph=True)` and `torch.export` trace the
+  default model.
 - Hidden states and attention weights are recorded by transformers' output-capture hooks
   (`_can_record_outputs`), so `output_hidden_states=[i, j]` picks layers as with Llama.
 - Task heads (sequence / token classification, extractive QA) are transformers' generic heads
@@ -56,14 +60,14 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
-from transformers.utils.output_capturing import capture_outputs
+from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY, capture_outputs
 
 from .configuration_tiny_decoder import TinyDecoderConfig
-from .early_exit import ExitHead, build_layer_runner, exit_losses
+from .early_exit import DynamicDepth, early_exit_kwargs, exit_losses, uses_dynamic_depth
 from .linear_attention import check_inputs as check_linear_attention_inputs
 from .linear_attention import linear_attention
 from .norms import at_least_float32, build_norm
-from .positions import ALiBi, RotaryEmbedding, apply_rope, sinusoidal_embedding
+from .positions import POSITION_MODULES, RotaryEmbedding, apply_rope
 from .residuals import OrthogonalParallelResidual, build_residual
 
 POSITION_INIT_FRACTION = 0.1  # learned position table's init std, as a fraction of initializer_range
@@ -93,6 +97,14 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
         return x
     b, h, s, d = x.shape
     return x[:, :, None].expand(b, h, n_rep, s, d).reshape(b, h * n_rep, s, d)
+
+
+def default_position_ids(attention_mask, t: int, past, device) -> torch.Tensor:
+    """Positions of the T new tokens: counting only real tokens when a (B, past + T) mask is given, so left
+    padding does not shift them (as generate() does); else past, past + 1, ... (1, T)."""
+    if attention_mask is not None and attention_mask.dim() == 2:
+        return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -t:]
+    return (torch.arange(t, device=device) + past)[None]
 
 
 def eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, position_bias=None, **kwargs):
@@ -137,9 +149,10 @@ class CausalSelfAttention(nn.Module):
         b, t, _ = hidden_states.shape
         shape = (b, t, -1, self.head_dim)  # -1: the heads this process holds (all, unless tensor-parallel)
         q = self.q_proj(hidden_states).view(shape).transpose(1, 2)  # (B, H, T, d)
-        if position_embeddings is not None:
-            q = apply_rope(q, *position_embeddings)
-        k, v = self.project_kv(hidden_states, position_embeddings)  # (B, H_kv, T, d)
+        k = self.k_proj(hidden_states).view(shape).transpose(1, 2)  # (B, H_kv, T, d)
+        v = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+        if position_embeddings is not None:  # RoPE's cos, sin
+            q, k = apply_rope(q, *position_embeddings), apply_rope(k, *position_embeddings)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, H_kv, S, d), S = past + T (or the static length)
         y, weights = self.attention_function(kwargs.get("output_attentions"))(
@@ -169,20 +182,6 @@ class CausalSelfAttention(nn.Module):
                 )
             impl = "eager"
         return ALL_ATTENTION_FUNCTIONS.get_interface(impl, eager_attention)
-
-    def project_kv(self, hidden_states, position_embeddings):
-        """(B, H_kv, T, d) keys (rotated when RoPE) and values of `hidden_states`."""
-        b, t, _ = hidden_states.shape
-        shape = (b, t, -1, self.head_dim)
-        k = self.k_proj(hidden_states).view(shape).transpose(1, 2)
-        v = self.v_proj(hidden_states).view(shape).transpose(1, 2)
-        if position_embeddings is not None:
-            k = apply_rope(k, *position_embeddings)
-        return k, v
-
-    def fill_cache(self, hidden_states, position_embeddings, cache):
-        """Keys and values of `hidden_states` into this layer's cache, nothing else (an exited token's deeper layers)."""
-        cache.update(*self.project_kv(hidden_states, position_embeddings), self.layer_idx)
 
 
 class MLP(nn.Module):
@@ -231,12 +230,6 @@ class Block(GradientCheckpointingLayer):
         a, _ = self.self_attn(x, position_embeddings, attention_mask, cache, **kwargs)
         x = self.attn_norm(self.attn_residual(x, self.dropout(a)))
         return self.mlp_norm(self.mlp_residual(x, self.dropout(self.mlp(x))))
-
-    def fill_cache(self, hidden_states, position_embeddings, cache):
-        """This layer's keys and values of `hidden_states` into the cache, nothing else (CALM: a token that left
-        at an earlier layer still needs them here)."""
-        x = self.attn_norm(hidden_states) if self.pre_norm else hidden_states
-        self.self_attn.fill_cache(x, position_embeddings, cache)
 
 
 class TinyDecoderPreTrainedModel(PreTrainedModel):
@@ -287,20 +280,19 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
     def __init__(self, config: TinyDecoderConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        if config.position_embedding == "learned":
-            self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-            self.embed_positions.is_position_table = True  # small init, see _init_weights
-        if config.position_embedding == "rope":
-            self.rotary_emb = RotaryEmbedding(config)
-        if config.position_embedding == "alibi":
-            self.alibi = ALiBi(config)
-        self.p_drop = config.embedding_dropout
+        # The position scheme, under the name its weights are saved with (embed_positions, rotary_emb, alibi, ...).
+        name, positions = POSITION_MODULES[config.position_embedding]
+        self.add_module(name, positions(config))
+        self.embed_dropout = nn.Dropout(config.embedding_dropout)
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
         # Post-norm blocks already end in a norm; pre-norm needs one before the head.
         self.norm = build_norm(config) if config.norm_position == "pre" else nn.Identity()
-        self.run_layers = build_layer_runner(config)  # one call per layer, or dynamic depth (early_exit.py)
         self.gradient_checkpointing = False
         self.post_init()
+
+    @property
+    def positions(self) -> nn.Module:
+        return getattr(self, POSITION_MODULES[self.config.position_embedding][0])
 
     def get_input_embeddings(self):
         return self.embed_tokens
@@ -319,12 +311,43 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        exit_head: ExitHead | None = None,
         **kwargs,
     ) -> TinyDecoderModelOutput:
-        """`exit_head` (decode steps of an early-exit model, given by TinyDecoderForCausalLM) decides after each
-        block whether the token leaves there."""
-        cfg = self.config
+        hidden_states, mask, positions, cache = self.embed(
+            input_ids, attention_mask, position_ids, cache, inputs_embeds, use_cache, kwargs
+        )
+        for layer in self.layers[: self.config.num_hidden_layers]:
+            hidden_states = layer(
+                hidden_states,
+                attention_mask=mask,
+                position_embeddings=positions.rotary,
+                cache=cache,
+                **positions.attention_kwargs,
+                **kwargs,
+            )
+        return TinyDecoderModelOutput(last_hidden_state=self.norm(hidden_states), cache=cache)
+
+    def embed(self, input_ids, attention_mask, position_ids, cache, inputs_embeds, use_cache, kwargs):
+        """What every layer gets: (hidden states (B, T, hidden), the mask, the PositionInputs, the cache).
+
+        `kwargs` gains the output_attentions the mask was built for."""
+        past = self.check_inputs(input_ids, inputs_embeds, attention_mask, cache)
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        if position_ids is None:
+            position_ids = default_position_ids(attention_mask, inputs_embeds.shape[1], past, inputs_embeds.device)
+        # The mask sees only a cache the caller passed: a fresh one is empty, and without it
+        # packed sequences (position_ids restarting, no attention_mask) are detected.
+        kwargs["output_attentions"] = kwargs.get("output_attentions") or self.config.output_attentions
+        mask = self._attention_mask(inputs_embeds, attention_mask, cache, position_ids, kwargs["output_attentions"])
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        positions = self.positions.inputs(inputs_embeds, position_ids, cache=cache, past=past, mask=mask)
+        return self.embed_dropout(positions.add_to(inputs_embeds)), mask, positions, cache
+
+    def check_inputs(self, input_ids, inputs_embeds, attention_mask, cache) -> int | torch.Tensor:
+        """Refuse what the model cannot take, in one line each; return the cached length (a tensor for a static
+        cache)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         if cache is not None and not isinstance(cache, Cache):
@@ -332,57 +355,17 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
                 f"cache must be a transformers Cache (DynamicCache, StaticCache, ...), got {type(cache).__name__}; "
                 "legacy tuples of (key, value) are not accepted."
             )
-        if cfg.attention_type == "linear":
+        if self.config.attention_type == "linear":
             check_linear_attention_inputs(cache, attention_mask)
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-        b, t, _ = inputs_embeds.shape
-        past = cache.get_seq_length() if cache is not None else 0  # an int, or a tensor for a static cache
+        past = cache.get_seq_length() if cache is not None else 0
+        t = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         tracing = torch.compiler.is_compiling() or isinstance(past, torch.Tensor)
         if not tracing and attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[-1] != past + t:
             raise ValueError(
                 f"attention_mask covers {attention_mask.shape[-1]} positions but the cache holds {past} and the "
                 f"input adds {t}; pass a mask over past and new tokens ({past + t})."
             )
-        if position_ids is None:
-            if attention_mask is not None and attention_mask.dim() == 2:
-                # Count only real tokens, so left padding does not shift positions (as generate() does).
-                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -t:]
-            else:
-                position_ids = (torch.arange(t, device=inputs_embeds.device) + past)[None]  # (1, T)
-
-        # The mask sees only a cache the caller passed: a fresh one is empty, and without it
-        # packed sequences (position_ids restarting, no attention_mask) are detected.
-        kwargs["output_attentions"] = kwargs.get("output_attentions") or cfg.output_attentions
-        mask = self._attention_mask(inputs_embeds, attention_mask, cache, position_ids, kwargs["output_attentions"])
-        if use_cache and cache is None:
-            cache = DynamicCache(config=cfg)
-
-        h = inputs_embeds
-        if cfg.position_embedding == "learned":
-            if not torch.compiler.is_compiling() and int(position_ids.max()) >= cfg.max_position_embeddings:
-                raise ValueError(
-                    f"position {int(position_ids.max())} is beyond max_position_embeddings="
-                    f"{cfg.max_position_embeddings} of the learned position table; shorten the input."
-                )
-            h = h + self.embed_positions(position_ids)
-        elif cfg.position_embedding == "sinusoidal":
-            h = h + cfg.sinusoidal_scale * sinusoidal_embedding(position_ids, cfg.hidden_size, h.dtype)
-        h = F.dropout(h, self.p_drop, self.training) if self.p_drop else h
-        rope = self.rotary_emb(h, position_ids) if cfg.position_embedding == "rope" else None
-        if cfg.position_embedding == "alibi":
-            kwargs["position_bias"] = self.alibi(inputs_embeds, cache, past, mask)
-
-        h, exit_layer = self.run_layers(
-            self.layers[: cfg.num_hidden_layers],
-            h,
-            exit_head=exit_head,
-            attention_mask=mask,
-            position_embeddings=rope,
-            cache=cache,
-            **kwargs,
-        )
-        return TinyDecoderModelOutput(last_hidden_state=self.norm(h), cache=cache, exit_layer=exit_layer)
+        return past
 
     def _attention_mask(self, inputs_embeds, attention_mask, cache, position_ids, output_attentions=False):
         """The mask in the format the chosen kernel wants (None when `is_causal` says it all).
@@ -390,8 +373,6 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
         When weights are asked for, sdpa's mask is materialised: the eager kernel that returns
         them has no `is_causal` shortcut.
         """
-        if self.config.position_embedding == "alibi":
-            self.alibi.check_kernel()
         make_mask = create_causal_mask if self.config.sliding_window is None else create_sliding_window_causal_mask
         return make_mask(
             config=self.config,
@@ -401,6 +382,10 @@ class TinyDecoderModel(TinyDecoderPreTrainedModel):
             position_ids=position_ids,
             allow_is_causal_skip=not output_attentions,
         )
+
+
+class TinyDecoderDynamicDepthModel(DynamicDepth, TinyDecoderModel):
+    """TinyDecoderModel with early exit and layer dropout: the layer loop of early_exit.py."""
 
 
 class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
@@ -413,6 +398,16 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
         self.model = TinyDecoderModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+        self._choose_depth()
+
+    def _choose_depth(self):
+        """The body's class: TinyDecoderModel, or TinyDecoderDynamicDepthModel while the config asks for early exit or
+        layer dropout. Same module and weights; only the forward's layer loop differs."""
+        cls = TinyDecoderDynamicDepthModel if uses_dynamic_depth(self.config) else TinyDecoderModel
+        if type(self.model) is not cls:
+            self.model.__class__ = cls
+            # transformers records hidden states for the classes PreTrainedModel.__init__ registered (by name)
+            _CAN_RECORD_REGISTRY[self.model] = cls._can_record_outputs
 
     def save_pretrained(self, *args, **kwargs):
         # auto_map names only the saved class; add the base model and the task heads (same file)
@@ -448,14 +443,8 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
         `num_items_in_batch` (passed by Trainer through **kwargs) makes the loss a sum divided by
         the token count of the whole accumulated batch, so accumulation matches one big batch.
         """
-        cfg = self.config
-        threshold, exit_head = cfg.early_exit_threshold, None
-        t = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        if threshold is not None and threshold < 1 and not self.training and cache is not None and t == 1:
-            exit_head = ExitHead(self.model.norm, self.lm_head, threshold)  # decode steps only
-        exit_loss = cfg.early_exit_loss_weight > 0 and labels is not None and self.training
-        if exit_loss:
-            kwargs["output_hidden_states"] = True
+        new_tokens = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        depth = early_exit_kwargs(self, new_tokens, cache, labels)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -463,8 +452,7 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            exit_head=exit_head,
-            **kwargs,
+            **{**kwargs, **depth},
         )
         h = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
@@ -472,8 +460,8 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-            if exit_loss:  # hidden_states: the embeddings, then every block's output
-                loss = loss + cfg.early_exit_loss_weight * exit_losses(self, outputs.hidden_states[1:], labels)
+            if "output_hidden_states" in depth:  # the exit losses: hidden_states are the embeddings, then each block's output
+                loss = loss + self.config.early_exit_loss_weight * exit_losses(self, outputs.hidden_states[1:], labels)
         return TinyDecoderCausalLMOutput(
             loss=loss,
             logits=logits,
@@ -484,13 +472,13 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
         )
 
     def set_early_exit(self, threshold: float | None, min_layer: int | None = None):
-        """Change the early-exit threshold (and first layer) of this model; the layer runner follows."""
+        """Change the early-exit threshold (and first layer) of this model; the body's layer loop follows."""
         if threshold is not None and not 0 <= threshold <= 1:
             raise ValueError(f"early-exit threshold {threshold} must be in [0, 1] (None: never exit).")
         self.config.early_exit_threshold = threshold
         if min_layer is not None:
             self.config.early_exit_min_layer = min_layer
-        self.model.run_layers = build_layer_runner(self.config)
+        self._choose_depth()
 
 
 class TinyDecoderForSequenceClassification(GenericForSequenceClassification, TinyDecoderPreTrainedModel):

@@ -8,13 +8,29 @@
 - "sinusoidal": fixed sin/cos vectors added to token embeddings (Vaswani et al. 2017).
 - "learned": a trained embedding table added to token embeddings (GPT-2).
 - "none": no explicit positions; the causal mask alone leaks order (NoPE).
+
+Each scheme is a module with one method, `inputs(inputs_embeds, position_ids, cache, past, mask)`, that returns
+what the model needs from it as `PositionInputs`: a vector added to the token embeddings, rotary (cos, sin) for
+q and k, or extra arguments of the attention kernel (ALiBi's bias). The model builds the one its config names
+(`build_positions`) under the attribute name its weights are saved with, and never branches on the scheme.
 """
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
+
+
+@dataclass
+class PositionInputs:
+    embedding: torch.Tensor | None = None  # (B, T, hidden), added to the token embeddings
+    rotary: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, sin (B, T, rotary_dim), applied to q and k
+    attention_kwargs: dict = field(default_factory=dict)  # for the attention kernel: {"position_bias": ...}
+
+    def add_to(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        return inputs_embeds if self.embedding is None else inputs_embeds + self.embedding
 
 
 class RotaryEmbedding(nn.Module):
@@ -62,6 +78,9 @@ class RotaryEmbedding(nn.Module):
         if self.attention_scaling != 1.0:  # yarn / longrope scale the logits through q and k
             cos, sin = cos * self.attention_scaling, sin * self.attention_scaling
         return cos.to(x.dtype), sin.to(x.dtype)
+
+    def inputs(self, inputs_embeds, position_ids, **_) -> PositionInputs:
+        return PositionInputs(rotary=self(inputs_embeds, position_ids))
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -138,9 +157,64 @@ class ALiBi(nn.Module):
         q_pos = torch.arange(t, device=device) + past
         return alibi_bias(slopes, q_pos, torch.arange(kv_len, device=device) + kv_offset).to(inputs_embeds.dtype)
 
+    def inputs(self, inputs_embeds, position_ids, cache=None, past=0, mask=None) -> PositionInputs:
+        self.check_kernel()
+        return PositionInputs(attention_kwargs={"position_bias": self(inputs_embeds, cache, past, mask)})
+
 
 def sinusoidal_embedding(position_ids: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
     """(B, T) positions -> (B, T, dim): sin on even channels, cos on odd ones."""
     inv_freq = torch.exp(torch.arange(0, dim, 2, device=position_ids.device, dtype=torch.float32) * (-math.log(10000.0) / dim))
     angles = position_ids[:, :, None].float() * inv_freq  # (B, T, dim/2)
     return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2).to(dtype)
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sin/cos vectors at `sinusoidal_scale` (see the config), added to the token embeddings."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def inputs(self, inputs_embeds, position_ids, **_) -> PositionInputs:
+        cfg = self.config
+        return PositionInputs(
+            embedding=cfg.sinusoidal_scale * sinusoidal_embedding(position_ids, cfg.hidden_size, inputs_embeds.dtype)
+        )
+
+
+class LearnedPositions(nn.Embedding):
+    """A trained table of `max_position_embeddings` vectors (GPT-2's wpe), added to the token embeddings."""
+
+    is_position_table = True  # a small init, see _init_weights
+
+    def __init__(self, config):
+        super().__init__(config.max_position_embeddings, config.hidden_size)
+
+    def inputs(self, inputs_embeds, position_ids, **_) -> PositionInputs:
+        if not torch.compiler.is_compiling() and int(position_ids.max()) >= self.num_embeddings:
+            raise ValueError(
+                f"position {int(position_ids.max())} is beyond max_position_embeddings={self.num_embeddings} of the "
+                f"learned position table; shorten the input."
+            )
+        return PositionInputs(embedding=self(position_ids))
+
+
+class NoPositions(nn.Module):
+    """NoPE: nothing to add; the causal mask alone tells order."""
+
+    def __init__(self, config):
+        super().__init__()
+
+    def inputs(self, inputs_embeds, position_ids, **_) -> PositionInputs:
+        return PositionInputs()
+
+
+# config.position_embedding -> (the model's attribute, as in saved weights and transformers' models; the module)
+POSITION_MODULES = {
+    "rope": ("rotary_emb", RotaryEmbedding),
+    "alibi": ("alibi", ALiBi),
+    "learned": ("embed_positions", LearnedPositions),
+    "sinusoidal": ("sinusoidal_positions", SinusoidalPositions),
+    "none": ("no_positions", NoPositions),
+}
