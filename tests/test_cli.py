@@ -56,3 +56,21 @@ def test_a_hub_id_without_an_owner_is_a_hub_id(tmp_path, monkeypatch):
         check_model_source("runs/tinyy")
     assert hub_id("gpt2") == "gpt2" and hub_id("someone/m") == "someone/m"
     assert hub_id(str(tmp_path)) is None and hub_id("runs/x") is None and hub_id(None) is None
+
+
+@pytest.mark.parametrize("script", ["train", "sft", "distill"])
+def test_the_training_scripts_tear_the_process_group_down_also_when_they_fail(script, tmp_path, monkeypatch):
+    """One entry (cli.run_training) for the three: under torchrun a failed run still ends its process group."""
+    import torch.distributed as dist
+
+    from conftest import run_script
+
+    ended = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: ended.append(script))
+    argv = ["--model_name_or_path", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out")]
+    if script == "distill":
+        argv += ["--teacher_name_or_path", str(tmp_path / "no-teacher")]
+    with pytest.raises(ValueError, match="does not exist"):
+        run_script(script, argv)
+    assert ended == [script]

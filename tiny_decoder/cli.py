@@ -81,16 +81,15 @@ def run_training(script: str, argv: list[str] | None = None, extra_types: tuple 
     from .training import ModelArguments, TrainArguments, Trainer
 
     argv = sys.argv[1:] if argv is None else argv
-    model_args, data_args, tok_args, train_args, *extras = parse_args(
-        (ModelArguments, DataArguments, TokenizerArguments, TrainArguments, *extra_types), argv
-    )
-    chosen = objective(model_args, data_args, tok_args, train_args, *extras) if objective is not None else None
-    exporter = LlamaHubExport() if train_args.hub_format == "llama" else None
     try:
+        model_args, data_args, tok_args, train_args, *extras = parse_args(
+            (ModelArguments, DataArguments, TokenizerArguments, TrainArguments, *extra_types), argv
+        )
+        chosen = objective(model_args, data_args, tok_args, train_args, *extras) if objective is not None else None
+        exporter = LlamaHubExport() if train_args.hub_format == "llama" else None
         command = f"python scripts/{script}.py " + shlex.join(argv)
-        return Trainer(
-            model_args, data_args, tok_args, train_args, objective=chosen, command=command, hub_exporter=exporter
-        ).train()
+        trainer = Trainer(model_args, data_args, tok_args, train_args, objective=chosen, command=command, hub_exporter=exporter)
+        return trainer.train()
     finally:
         import torch.distributed as dist
 

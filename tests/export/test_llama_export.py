@@ -270,3 +270,20 @@ def test_exported_files_are_readable_like_every_other_file(saved, tmp_path):
     os.umask(umask)
     modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()}
     assert modes["model.safetensors"] == 0o666 & ~umask and set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_the_trainer_asks_for_the_exporter_a_hub_format_needs(workdir, tmp_path, monkeypatch):
+    """Training never imports the export formats: a library user who asks for --hub_format llama passes the exporter
+    (the scripts do), and is told so in one line before any work."""
+    from conftest import cli_args
+    from tiny_decoder.cli import parse_args
+    from tiny_decoder.data import DataArguments
+    from tiny_decoder.data.tokenizer import TokenizerArguments
+    from tiny_decoder.training import ModelArguments, TrainArguments, Trainer
+
+    fake_hub(monkeypatch)
+    argv = cli_args(workdir, tmp_path / "run", max_steps=2, push_to_hub="true", hub_model_id="me/tiny", hub_format="llama")
+    groups = parse_args((ModelArguments, DataArguments, TokenizerArguments, TrainArguments), argv)
+    with pytest.raises(ValueError, match="--hub_format llama needs the Trainer's hub_exporter"):
+        Trainer(*groups)
+    assert not (tmp_path / "run").exists()
