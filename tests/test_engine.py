@@ -20,6 +20,7 @@ VARIANTS = {
     "sinusoidal_post_norm": dict(position_embedding="sinusoidal", norm_position="post"),
     "sliding_window": dict(sliding_window=4),
     "layernorm_gelu": dict(norm="layernorm", hidden_act="gelu"),
+    "qk_norm_relu2_softcap": dict(qk_norm=True, hidden_act="relu2", final_logit_softcapping=5.0),
 }
 
 

@@ -83,6 +83,13 @@ def test_every_axis_with_both_norms_and_head_sharing(axis, norm, kv_heads):
     exact_after_pruning(model_with(norm=norm, num_key_value_heads=kv_heads, hidden_act="gelu"), axis)
 
 
+@pytest.mark.parametrize("axis", ["heads", "mlp", "layers", "hidden"])
+def test_the_recipe_switches_prune_like_the_rest(axis):
+    """QK-norm's weights span the head dimension, which pruning keeps whole; squared ReLU and soft-capping add none."""
+    small = exact_after_pruning(model_with(qk_norm=True, hidden_act="relu2", final_logit_softcapping=5.0), axis)
+    assert small.config.qk_norm and small.model.layers[0].self_attn.q_norm.weight.shape == (small.config.head_dim,)
+
+
 def test_hidden_pruning_rescales_rmsnorm_and_is_approximate_for_layernorm():
     exact_after_pruning(model_with(norm="rmsnorm", num_key_value_heads=4), "hidden")
     model = model_with(norm="layernorm")

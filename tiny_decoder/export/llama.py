@@ -31,6 +31,8 @@ def llama_blockers(config) -> list[str]:
     need("residual", config.residual == "add")
     need("sliding_window", config.sliding_window is None)
     need("early_exit_threshold", config.early_exit_threshold is None or config.early_exit_threshold >= 1)
+    need("qk_norm", not getattr(config, "qk_norm", False))
+    need("final_logit_softcapping", getattr(config, "final_logit_softcapping", None) is None)
     rope = config.rope_parameters or {}
     if config.position_embedding == "rope":
         if rope.get("rope_type", "default") not in LLAMA_ROPE_TYPES:

@@ -11,7 +11,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 POSITION_EMBEDDINGS = ("rope", "alibi", "sinusoidal", "learned", "none")
 NORMS = ("rmsnorm", "layernorm")
 NORM_POSITIONS = ("pre", "post")
-HIDDEN_ACTS = ("gelu", "relu", "silu", "swiglu")
+HIDDEN_ACTS = ("gelu", "relu", "silu", "relu2", "swiglu")
 RESIDUALS = ("add", "orthogonal_parallel")
 ATTENTION_TYPES = ("softmax", "linear")
 
@@ -67,8 +67,16 @@ class TinyDecoderConfig(PretrainedConfig):
         norm_bias (`bool`, *optional*, defaults to `True`):
             Whether LayerNorm has a bias (RMSNorm never has one).
         hidden_act (`str`, *optional*, defaults to `"swiglu"`):
-            The MLP: `"swiglu"` (gated, three matrices) or a plain up -> activation -> down with `"gelu"`, `"relu"`
-            or `"silu"`.
+            The MLP: `"swiglu"` (gated, three matrices) or a plain up -> activation -> down with `"gelu"`, `"relu"`,
+            `"silu"` or `"relu2"` (squared ReLU, So et al. 2021; the modded-nanogpt speedruns' MLP).
+        qk_norm (`bool`, *optional*, defaults to `False`):
+            RMSNorm with a learned weight over the head dimension on queries and keys, before RoPE (Qwen3's form;
+            keeps attention logits bounded at high learning rates).
+        final_logit_softcapping (`float`, *optional*):
+            Logits become `cap * tanh(logits / cap)` (Gemma 2's name and form); `None`: no cap.
+        zero_init_output_projections (`bool`, *optional*, defaults to `False`):
+            Initialise attention's `o_proj` and the MLP's `down_proj` at zero (modded-nanogpt), so each block starts
+            as the identity; `False`: GPT-2's 1/sqrt(2 * layers)-scaled normal init.
         sliding_window (`int`, *optional*):
             Each query attends to itself and the `sliding_window - 1` tokens before it (Mistral's convention), and the
             KV cache keeps only that window. `None`: full causal attention.
@@ -157,6 +165,9 @@ class TinyDecoderConfig(PretrainedConfig):
         norm_position: str = "pre",
         norm_eps: float = 1e-5,
         hidden_act: str = "swiglu",
+        qk_norm: bool = False,
+        final_logit_softcapping: float | None = None,
+        zero_init_output_projections: bool = False,
         sliding_window: int | None = None,
         attention_type: str = "softmax",
         early_exit_threshold: float | None = None,
@@ -212,6 +223,9 @@ class TinyDecoderConfig(PretrainedConfig):
         self.norm_position = norm_position
         self.norm_eps = norm_eps
         self.hidden_act = hidden_act
+        self.qk_norm = qk_norm
+        self.final_logit_softcapping = final_logit_softcapping
+        self.zero_init_output_projections = zero_init_output_projections
         if hidden_act != "swiglu":  # a plain MLP has no gate_proj: the sharding plan names only layers that exist
             self.base_model_tp_plan = {k: v for k, v in type(self).base_model_tp_plan.items() if "gate_proj" not in k}
         # Each query attends to itself and the sliding_window - 1 tokens before it (Mistral's convention);
@@ -309,6 +323,11 @@ class TinyDecoderConfig(PretrainedConfig):
             )
         if self.early_exit_loss_weight < 0:
             raise ValueError(f"TinyDecoderConfig.early_exit_loss_weight={self.early_exit_loss_weight!r} must be >= 0.")
+        cap = self.final_logit_softcapping
+        if cap is not None and not (isinstance(cap, (int, float)) and not isinstance(cap, bool) and 0 < cap < float("inf")):
+            raise ValueError(
+                f"TinyDecoderConfig.final_logit_softcapping={cap!r} must be a finite number > 0 (e.g. 30.0), or None for no cap."
+            )
         for name in ("embedding_dropout", "attention_dropout", "residual_dropout", "layer_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

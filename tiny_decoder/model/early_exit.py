@@ -70,7 +70,7 @@ def fill_cache(block, hidden_states, position_embeddings, cache):
     x = block.attn_norm(hidden_states) if block.pre_norm else hidden_states
     attn = block.self_attn
     shape = (*x.shape[:2], -1, attn.head_dim)
-    k, v = attn.k_proj(x).view(shape).transpose(1, 2), attn.v_proj(x).view(shape).transpose(1, 2)
+    k, v = attn.k_norm(attn.k_proj(x).view(shape)).transpose(1, 2), attn.v_proj(x).view(shape).transpose(1, 2)
     if position_embeddings is not None:
         k = apply_rope(k, *position_embeddings)
     cache.update(k, v, attn.layer_idx)

@@ -26,10 +26,12 @@ Design choices (each set by a field of `TinyDecoderConfig`):
   the config asks for dynamic depth, TinyDecoderForCausalLM's body is TinyDecoderDynamicDepthModel,
   whose forward (a mixin in early_exit.py) is the loop that can stop; the layer a token left at
   comes back in the output (`exit_layer`).
-- MLP: up -> activation -> down, or SwiGLU's gated pair.
+- MLP: up -> activation -> down (GELU, ReLU, SiLU, squared ReLU), or SwiGLU's gated pair.
+- QK-norm (`qk_norm`, Qwen3's form): RMSNorm over the head dimension on q and k before RoPE.
+- Logit soft-capping (`final_logit_softcapping`, Gemma 2): cap * tanh(logits / cap).
 - Norms: RMSNorm or LayerNorm, statistics in float32.
 - LM head tied to the token embedding by default; GPT-2 init (std 0.02, residual projections
-  scaled by 1/sqrt(2 * layers)).
+  scaled by 1/sqrt(2 * layers), or zero with `zero_init_output_projections`).
 - KV cache through transformers' `Cache` objects (`cache=`; `past_key_values=` still works
   with a FutureWarning), dynamic or static. The layer loop is one call per layer with no
   data-dependent Python branch, so `torch.compile(fullgraph=True)` and `torch.export` trace the
@@ -66,7 +68,7 @@ from .configuration_tiny_decoder import TinyDecoderConfig
 from .early_exit import DynamicDepth, early_exit_kwargs, exit_losses, uses_dynamic_depth
 from .linear_attention import check_inputs as check_linear_attention_inputs
 from .linear_attention import linear_attention
-from .norms import at_least_float32, build_norm
+from .norms import at_least_float32, build_norm, build_qk_norm
 from .positions import POSITION_MODULES, RotaryEmbedding, apply_rope
 from .residuals import OrthogonalParallelResidual, build_residual
 
@@ -142,14 +144,15 @@ class CausalSelfAttention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(config.num_attention_heads * self.head_dim, config.hidden_size, bias=bias)
-        self.o_proj.is_residual_output = True  # scaled init, see _init_weights
+        self.o_proj.is_residual_output = True  # scaled (or zero) init, see _init_weights
+        self.q_norm, self.k_norm = build_qk_norm(config), build_qk_norm(config)  # identities unless config.qk_norm
         self.linear = config.attention_type == "linear"
 
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         b, t, _ = hidden_states.shape
         shape = (b, t, -1, self.head_dim)  # -1: the heads this process holds (all, unless tensor-parallel)
-        q = self.q_proj(hidden_states).view(shape).transpose(1, 2)  # (B, H, T, d)
-        k = self.k_proj(hidden_states).view(shape).transpose(1, 2)  # (B, H_kv, T, d)
+        q = self.q_norm(self.q_proj(hidden_states).view(shape)).transpose(1, 2)  # (B, H, T, d)
+        k = self.k_norm(self.k_proj(hidden_states).view(shape)).transpose(1, 2)  # (B, H_kv, T, d)
         v = self.v_proj(hidden_states).view(shape).transpose(1, 2)
         if position_embeddings is not None:  # RoPE's cos, sin
             q, k = apply_rope(q, *position_embeddings), apply_rope(k, *position_embeddings)
@@ -185,9 +188,9 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """down(act(up(x))), or SwiGLU's down(silu(gate(x)) * up(x)) (Shazeer 2020)."""
+    """down(act(up(x))), or SwiGLU's down(silu(gate(x)) * up(x)) (Shazeer 2020); relu2 is relu(x)**2."""
 
-    ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu}
+    ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "relu2": lambda x: F.relu(x).square()}
 
     def __init__(self, config: TinyDecoderConfig):
         super().__init__()
@@ -249,8 +252,9 @@ class TinyDecoderPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             if getattr(module, "is_residual_output", False):
-                # GPT-2: residual-branch outputs shrink with depth so the residual stream's variance stays flat.
-                std = std / (2 * self.config.num_hidden_layers) ** 0.5
+                # GPT-2: residual-branch outputs shrink with depth so the residual stream's variance stays flat;
+                # zero_init_output_projections: each block starts as the identity.
+                std = 0.0 if self.config.zero_init_output_projections else std / (2 * self.config.num_hidden_layers) ** 0.5
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -457,6 +461,9 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
         h = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(h[:, keep, :])
+        if self.config.final_logit_softcapping is not None:  # Gemma 2: cap * tanh(logits / cap)
+            cap = self.config.final_logit_softcapping
+            logits = cap * torch.tanh(logits / cap)
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)

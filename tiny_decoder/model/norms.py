@@ -58,3 +58,8 @@ NORM_CLASSES = {"rmsnorm": RMSNorm, "layernorm": LayerNorm}
 
 def build_norm(config) -> nn.Module:
     return NORM_CLASSES[config.norm](config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+
+
+def build_qk_norm(config) -> nn.Module:
+    """Qwen3's query/key norm: RMSNorm over the head dimension (one weight shared by the heads), or nothing."""
+    return RMSNorm(config.head_dim, eps=config.norm_eps) if config.qk_norm else nn.Identity()

@@ -67,8 +67,9 @@ def collect_importance(model, batches, layer_metric: str = "block_influence") ->
         return hook
 
     handles = []
-    for module in model.modules():
-        if module.__class__.__name__ in ("RMSNorm", "LayerNorm"):
+    for name, module in model.named_modules():
+        # The residual stream's norms (QK-norm's span the head dimension, which has no hidden channels).
+        if module.__class__.__name__ in ("RMSNorm", "LayerNorm") and not name.endswith(("q_norm", "k_norm")):
             handles.append(module.register_forward_hook(norm_hook))
     for i, block in enumerate(model.model.layers):
         handles.append(block.self_attn.o_proj.register_forward_pre_hook(head_hook(i)))

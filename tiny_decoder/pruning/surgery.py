@@ -126,6 +126,9 @@ def prune_to(model: TinyDecoderForCausalLM, keep: Keep) -> TinyDecoderForCausalL
         linear(o + "self_attn.k_proj", n + "self_attn.k_proj", kv_dims, h)
         linear(o + "self_attn.v_proj", n + "self_attn.v_proj", kv_dims, h)
         linear(o + "self_attn.o_proj", n + "self_attn.o_proj", h, q_dims)
+        for qk in ("q_norm", "k_norm"):  # over the head dimension, which pruning keeps whole
+            if f"{o}self_attn.{qk}.weight" in sd:
+                out[f"{n}self_attn.{qk}.weight"] = sd[f"{o}self_attn.{qk}.weight"]
         m = keep.mlp[i]
         if o + "mlp.gate_proj.weight" in sd:
             linear(o + "mlp.gate_proj", n + "mlp.gate_proj", m, h)
