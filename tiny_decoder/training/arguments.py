@@ -42,7 +42,16 @@ class TrainArguments:
     seed: int = 42
     learning_rate: float = 1e-3
     min_lr_ratio: float = field(default=0.1, metadata={"help": "Cosine decays to learning_rate * this."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "'cosine', 'linear' or 'constant' (after warmup)."})
+    lr_scheduler_type: str = field(
+        default="cosine",
+        metadata={
+            "help": "'cosine', 'linear' or 'constant' (after warmup), or 'warmup_stable_decay' (transformers' "
+            "get_wsd_schedule: flat after warmup, then a cosine to min_lr_ratio over the last --wsd_decay_fraction)."
+        },
+    )
+    wsd_decay_fraction: float = field(
+        default=0.2, metadata={"help": "warmup_stable_decay: the share of the run's steps the final decay takes, in (0, 1]."}
+    )
     warmup_steps: int = 100
     weight_decay: float = 0.1
     adam_beta1: float = 0.9
@@ -97,14 +106,33 @@ class TrainArguments:
             "users load without trust_remote_code (the config must be Llama-expressible; checked first)."
         },
     )
-    # Zeroth-order training (training/zeroth_order.py): forward passes only, at inference memory.
     optim: str = field(
         default="adamw_torch",
         metadata={
-            "help": "'adamw_torch' (backprop), or 'zeroth_order' (SPSA/MeZO: "
+            "help": "'adamw_torch' (backprop), 'muon' (torch.optim.Muon on the blocks' weight matrices, AdamW at "
+            "--learning_rate on embeddings, head, norms and biases), or 'zeroth_order' (SPSA/MeZO: "
             "forward passes only; learning_rate is its step size)."
         },
     )
+    # Muon (optimizers.py). match_rms_adamw (Moonshot) scales each update to AdamW's RMS, so the AdamW-tuned
+    # --learning_rate and --weight_decay carry over unchanged: the default for that reason.
+    muon_learning_rate: float | None = field(default=None, metadata={"help": "Muon's peak rate (default: --learning_rate)."})
+    muon_momentum: float = field(default=0.95, metadata={"help": "Muon's (Nesterov) momentum."})
+    muon_weight_decay: float | None = field(
+        default=None, metadata={"help": "Muon's decoupled weight decay (default: --weight_decay)."}
+    )
+    muon_adjust_lr_fn: str = field(
+        default="match_rms_adamw",
+        metadata={"help": "'match_rms_adamw' (AdamW's learning rates carry over) or 'original' (Keller Jordan's scaling)."},
+    )
+    ema_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Keep an exponential moving average of the weights with this decay (e.g. 0.999; off by default): "
+            "validation reports both, and the final model saved is the average (ema.py)."
+        },
+    )
+    # Zeroth-order training (training/zeroth_order.py): forward passes only, at inference memory.
     zo_eps: float = field(default=1e-3, metadata={"help": "Zeroth-order: probe size eps (w +/- eps*u)."})
     zo_num_directions: int = field(default=1, metadata={"help": "Zeroth-order: random directions per micro-batch, averaged."})
     zo_difference: str = field(
@@ -140,12 +168,13 @@ class TrainArguments:
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"--seed {self.seed} must be in [0, 2**32 - 1].")
         choices = {
-            "lr_scheduler_type": ("cosine", "linear", "constant"),
+            "lr_scheduler_type": ("cosine", "linear", "constant", "warmup_stable_decay"),
             "mixed_precision": ("no", "bf16", "fp16", "auto"),
             "hub_strategy": ("end", "checkpoint"),
             "hub_format": ("native", "llama"),
             "report_to": ("tensorboard", "all", "none"),
-            "optim": ("adamw_torch", "zeroth_order"),
+            "optim": ("adamw_torch", "muon", "zeroth_order"),
+            "muon_adjust_lr_fn": ("match_rms_adamw", "original"),
             "zo_difference": ("central", "forward"),
             "zo_hybrid": ("none", "zo_then_backprop", "backprop_then_zo"),
         }
@@ -195,6 +224,7 @@ class TrainArguments:
         if self.log_activation_norms and self.torch_compile:
             raise ValueError("--log_activation_norms hooks every block, which --torch_compile would trace; drop one of them.")
         self._check_zeroth_order()
+        self._check_muon_and_schedule()
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("push_to_hub needs --hub_model_id NAME (e.g. your-user/tiny-stories).")
         if not self.push_to_hub:  # flags that only shape a push: given alone, they would be ignored silently
@@ -204,6 +234,33 @@ class TrainArguments:
                         f"--{name} {getattr(self, name)} does nothing without --push_to_hub true: add "
                         f"--push_to_hub true --hub_model_id you/name, or drop --{name}."
                     )
+
+    def _check_muon_and_schedule(self):
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"--ema_decay {self.ema_decay} must be in (0, 1), e.g. 0.999 (leave it unset for no average).")
+        if not 0 < self.wsd_decay_fraction <= 1:
+            raise ValueError(f"--wsd_decay_fraction {self.wsd_decay_fraction} must be in (0, 1] (the share of steps that decay).")
+        if self.lr_scheduler_type != "warmup_stable_decay" and self.wsd_decay_fraction != 0.2:
+            raise ValueError(
+                "--wsd_decay_fraction does nothing without --lr_scheduler_type warmup_stable_decay; add it or drop the flag."
+            )
+        muon_flags = {
+            "muon_learning_rate": None,
+            "muon_momentum": 0.95,
+            "muon_weight_decay": None,
+            "muon_adjust_lr_fn": "match_rms_adamw",
+        }
+        if self.optim != "muon":
+            given = [name for name, default in muon_flags.items() if getattr(self, name) != default]
+            if given:
+                raise ValueError(f"--{given[0]} does nothing without --optim muon; add --optim muon or drop the flag.")
+            return
+        if self.muon_learning_rate is not None and not self.muon_learning_rate > 0:
+            raise ValueError(f"--muon_learning_rate {self.muon_learning_rate} must be > 0 (leave it unset for --learning_rate).")
+        if not 0 <= self.muon_momentum < 1:
+            raise ValueError(f"--muon_momentum {self.muon_momentum} must be in [0, 1).")
+        if self.muon_weight_decay is not None and self.muon_weight_decay < 0:
+            raise ValueError(f"--muon_weight_decay {self.muon_weight_decay} must be >= 0.")
 
     def _check_zeroth_order(self):
         if self.optim != "zeroth_order":

@@ -44,10 +44,11 @@ class Checkpointer:
     def due(self, step: int, last: bool) -> bool:
         return step % self.args.save_steps == 0 or last
 
-    def save(self, accelerator, model, tokenizer, state) -> Path:
-        """checkpoint-STEP with the config and tokenizer beside the weights, so it opens with from_pretrained."""
+    def save(self, accelerator, model, tokenizer, state, extra_savers=()) -> Path:
+        """checkpoint-STEP with the config and tokenizer beside the weights, so it opens with from_pretrained;
+        `extra_savers` write more of the run's state (the weight average) into the folder."""
         module = accelerator.unwrap_model(model, keep_torch_compile=False)
-        savers = [module.config.save_pretrained, tokenizer.save_pretrained]
+        savers = [module.config.save_pretrained, tokenizer.save_pretrained, *extra_savers]
         if getattr(module, "generation_config", None) is not None:
             savers.append(module.generation_config.save_pretrained)
         args = self.args

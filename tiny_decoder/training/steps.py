@@ -4,10 +4,10 @@ skips it before). Backprop, zeroth-order (forward passes only), or a hybrid swit
 
 
 class BackpropStep:
-    """Loss, backward, clipping at the accumulation's end, optimizer step."""
+    """Loss, backward, clipping at the accumulation's end, the optimizers' step (one, or Muon's pair)."""
 
-    def __init__(self, accelerator, optimizer, max_grad_norm: float):
-        self.accelerator, self.optimizer, self.max_grad_norm = accelerator, optimizer, max_grad_norm
+    def __init__(self, accelerator, optimizers: list, max_grad_norm: float):
+        self.accelerator, self.optimizers, self.max_grad_norm = accelerator, optimizers, max_grad_norm
         self.forward_passes = 0
         self.grad_norm = None  # before clipping, at the last optimizer step (when clipping)
 
@@ -16,8 +16,9 @@ class BackpropStep:
         self.accelerator.backward(loss)
         if self.accelerator.sync_gradients and self.max_grad_norm > 0:
             self.grad_norm = self.accelerator.clip_grad_norm_(model.parameters(), self.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in self.optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         self.forward_passes += 1
         return loss, extras
 
@@ -81,10 +82,12 @@ def build_step_rules(args, accelerator, optimizers) -> StepRules:
     """The micro-batch rule(s) for the prepared optimizers of build_optimizers."""
     from .zeroth_order import ZerothOrderOptimizer
 
+    if args.optim == "muon":  # AdamW and Muon step together
+        return StepRules([BackpropStep(accelerator, optimizers, args.max_grad_norm)])
     rules = [
         ZerothOrderStep(accelerator, o)
         if isinstance(getattr(o, "optimizer", o), ZerothOrderOptimizer)
-        else BackpropStep(accelerator, o, args.max_grad_norm)
+        else BackpropStep(accelerator, [o], args.max_grad_norm)
         for o in optimizers
     ]
     return StepRules(rules, args.zo_switch_step)

@@ -36,11 +36,12 @@ from .arguments import build_config, check_model_sources
 from .budget import TimeBudget
 from .checkpoint import install_state_hooks
 from .checkpointer import Checkpointer
+from .ema import WeightEMA
 from .interrupts import DivergenceGuard, StopRequest, TrainingInterrupted, resume_command
 from .loaders import build_loaders, count_steps, eval_tokens
 from .metrics import MetricsLogger
 from .objectives import CausalLMObjective
-from .optimizers import build_optimizers, lr_lambda
+from .optimizers import build_optimizers, schedule
 from .outputs import FinalOutputs
 from .precision import NAMES, candidates_for, choose_precision, time_model_step
 from .report import describe_hardware
@@ -61,6 +62,12 @@ class Trainer:
         if args.push_to_hub and args.hub_format != "native" and hub_exporter is None:
             raise ValueError(f"--hub_format {args.hub_format} needs the Trainer's hub_exporter (scripts/train.py passes it).")
         self.processes = PartialState(cpu=args.use_cpu)
+        if self.processes.distributed_type == "FSDP" and (args.optim == "muon" or args.ema_decay):
+            flag = "--optim muon" if args.optim == "muon" else "--ema_decay"
+            raise ValueError(
+                f"{flag} needs each weight whole on every process (Muon's Newton-Schulz, the average's copy), which FSDP "
+                f"shards; train with DDP (a plain `accelerate launch`), or drop {flag}."
+            )
         if self.processes.device.type == "cpu":
             # Tiny gradients turn denormal late in training and slow CPU matmuls several-fold; flush them.
             torch.set_flush_denormal(True)
@@ -87,7 +94,9 @@ class Trainer:
             self.model, *optimizers, self.train_dl, eval_dl = self.accelerator.prepare(model, *optimizers, train_dl, eval_dl)
             self.accelerator.register_for_checkpointing(self.scheduler)
             self.step_rules = build_step_rules(args, self.accelerator, optimizers)
-            self.validator = Validator(self.accelerator, eval_dl, args.eval_steps, args.max_eval_batches)
+            plain = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+            self.ema = WeightEMA(plain, args.ema_decay) if args.ema_decay else None
+            self.validator = Validator(self.accelerator, eval_dl, args.eval_steps, args.max_eval_batches, self.ema)
             module = self.accelerator.unwrap_model(self.model)
             resumed = self.checkpointer.resume_from is not None
             self.metrics = MetricsLogger(
@@ -133,9 +142,7 @@ class Trainer:
             last = state.step >= self.budget.total_steps or self.budget.out_of_time()
             if self.validator.due(state.step, last):
                 record.update(self.validator.record(self.model))
-                self.metrics.note(
-                    f"step {state.step}: validation loss {record['eval_loss']:.4f}, perplexity {record['eval_ppl']:.2f}"
-                )
+                self.metrics.note(self._validation_note(record))
             self.metrics.write(record, self.budget.elapsed_s())
             if self.checkpointer.due(state.step, last) or self.stop_agreed:
                 self.save_checkpoint()
@@ -153,7 +160,8 @@ class Trainer:
 
     def save_checkpoint(self):
         self.guard.check_weights(self.model, self.state.step)
-        return self.checkpointer.save(self.accelerator, self.model, self.tokenizer, self.state)
+        extra = [self.ema.save] if self.ema is not None else []
+        return self.checkpointer.save(self.accelerator, self.model, self.tokenizer, self.state, extra)
 
     def finish(self, eval_loss: float | None) -> dict:
         """Save the model and tokenizer, then samples, loss curve, card and push; raise if Ctrl-C stopped the run."""
@@ -172,6 +180,9 @@ class Trainer:
             return result
         module = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
         self.guard.check_weights(module, state.step)
+        if self.ema is not None:  # training is over: the average becomes the model
+            self.ema.copy_to(module)
+            self.processes.print(f"saving the weight average (--ema_decay {self.args.ema_decay:g}) as the final model")
         self.checkpointer.save_model(module, self.tokenizer)
         result["samples"] = self.outputs.write(module, self.checkpointer, eval_loss, self._card_facts(minutes))
         return result
@@ -180,6 +191,11 @@ class Trainer:
     def _begin(self):
         """Load the checkpoint's states, say what will run, start the clock and the progress bar."""
         self.checkpointer.load(self.accelerator, self.state)
+        resumed = self.checkpointer.resume_from
+        if self.ema is not None and resumed is not None and not self.ema.load(resumed):
+            self.processes.print(f"{resumed} holds no weight average: --ema_decay starts one from its weights")
+            self.ema = WeightEMA(self.accelerator.unwrap_model(self.model, keep_torch_compile=False), self.args.ema_decay)
+            self.validator.ema = self.ema
         args, total = self.args, self.budget.total_steps
         self.processes.print(
             f"training {total} steps ({self.steps_per_epoch or '?'} per epoch), {self.metrics.tokens_per_step:,} tokens per "
@@ -220,6 +236,8 @@ class Trainer:
         state.epoch, state.batch_in_epoch = self.data_position
         state.forward_passes = self.forwards_before + self.step_rules.forward_passes * acc.num_processes
         self.metrics.step_done()
+        if self.ema is not None:
+            self.ema.update(self.accelerator.unwrap_model(self.model, keep_torch_compile=False))
         # Several processes agree by an all-reduce, so only at logging steps (which sync anyway), not every step.
         if acc.num_processes == 1 or state.step % self.args.logging_steps == 0:
             self.stop_agreed = self.stop_request.agreed(acc)
@@ -232,6 +250,12 @@ class Trainer:
             record.update(self.metrics.training_metrics(self.scheduler.get_last_lr()[0], self.step_rules.pop_stats()))
         return record
 
+    def _validation_note(self, record: dict) -> str:
+        note = f"step {self.state.step}: validation loss {record['eval_loss']:.4f}, perplexity {record['eval_ppl']:.2f}"
+        if "eval_loss_ema" in record:
+            note += f"; weight average {record['eval_loss_ema']:.4f}, perplexity {record['eval_ppl_ema']:.2f}"
+        return note
+
     def _stop_note(self, last: bool):
         if last and self.state.step < self.budget.total_steps:
             self.metrics.note(f"stopping at step {self.state.step}: max_train_minutes={self.args.max_train_minutes} reached")
@@ -239,9 +263,8 @@ class Trainer:
 
     def _shorten_schedule(self, planned: int, message: str):
         """The time budget's plan: the learning-rate schedule now ends at `planned`."""
-        args = self.args
-        schedule = lr_lambda(args.lr_scheduler_type, args.warmup_steps, planned, args.min_lr_ratio)
-        self.scheduler.lr_lambdas = [schedule for _ in self.scheduler.lr_lambdas]
+        multiplier = schedule(self.args, planned)
+        self.scheduler.lr_lambdas = [multiplier for _ in self.scheduler.lr_lambdas]
         self.metrics.set_total(planned)
         self.metrics.note(message)
 
