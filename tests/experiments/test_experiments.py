@@ -1,5 +1,7 @@
 """The studies of tiny_decoder/experiments/ end to end through their command lines, on generated data."""
 
+import json
+
 import pytest
 
 from conftest import cli_args, run, run_script  # noqa: F401  (workdir is a conftest fixture)
@@ -23,9 +25,10 @@ def test_the_experiment_script_trains_each_variant_and_writes_one_table(workdir,
             "baseline",
             "orthogonal_parallel",
             "early_exit_training",
+            "ema",
         ],
     )
-    assert list(results) == ["baseline", "orthogonal_parallel", "early_exit_training"]
+    assert list(results) == ["baseline", "orthogonal_parallel", "early_exit_training", "ema"]
     for r in results.values():
         assert r["params"] > 0 and r["memory_mib"] >= 0 and r["act_rms_spread"] >= 1 and len(r["curve"]) >= 1
     # the same tokenizer, seed and schedule: the orthogonal-parallel model starts where the baseline does
@@ -33,6 +36,9 @@ def test_the_experiment_script_trains_each_variant_and_writes_one_table(workdir,
     assert [r["threshold"] for r in exits] == [1.0, 0.9, 0.7, 0.5, 0.3] and exits[0]["mean_exit_layer"] == 1
     table = (out / "table.md").read_text()
     assert "| orthogonal_parallel | residual=orthogonal_parallel |" in table and "| threshold | loss |" in table
+    assert "| ema | --ema_decay 0.99 |" in table  # a training switch, and its row is the saved model's (the average)
+    ema_evals = [json.loads(line) for line in (out / "ema" / "metrics.jsonl").read_text().splitlines() if "eval_loss" in line]
+    assert results["ema"]["val_loss"] == ema_evals[-1]["eval_loss_ema"]
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,5 +1,5 @@
-"""One architecture switch at a time on TinyStories: every variant trained for the same tokens, seed and
-schedule, then one table (parameters, validation loss, tokens/s, step memory, activation-norm spread) and
+"""One architecture (or training-recipe) switch at a time on TinyStories: every variant trained for the same tokens,
+seed and schedule, then one table (parameters, validation loss, tokens/s, step memory, activation-norm spread) and
 one loss-curve picture. `scripts/experiment.py` (`make experiment`) is its command line.
 
 Each variant is the Trainer with `config_overrides` (so it is saved in config.json and loads anywhere); the
@@ -30,7 +30,18 @@ VARIANTS = {  # name: config overrides against the baseline (RoPE, RMSNorm, pre-
     "linear_attention": "attention_type=linear",
     "orthogonal_parallel": "residual=orthogonal_parallel",
     "early_exit_training": "early_exit_loss_weight=0.3,layer_dropout=0.1",
+    # the speedrun recipe's architecture switches (modded-nanogpt, nanochat)
+    "qk_norm": "qk_norm=true",
+    "relu2": "hidden_act=relu2",
+    "softcap": "final_logit_softcapping=30",
+    "zero_init": "zero_init_output_projections=true",
 }
+TRAINING_VARIANTS = {  # name: Trainer arguments against the baseline's (AdamW, cosine, no average)
+    "muon": {"optim": "muon"},
+    "wsd": {"lr_scheduler_type": "warmup_stable_decay"},
+    "ema": {"ema_decay": 0.99},
+}
+ALL_VARIANTS = [*VARIANTS, *TRAINING_VARIANTS]
 EXIT_THRESHOLDS = [1.0, 0.9, 0.7, 0.5, 0.3]
 STEPS = 300  # at budget 1
 
@@ -39,7 +50,7 @@ STEPS = 300  # at budget 1
 class ArchitectureExperimentArguments:
     dataset_path: str = field(default="../shared/data/tinystories", metadata={"help": 'TinyStories folder ("" = the Hub).'})
     output_dir: str = "runs/experiment"
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={"help": f"A subset of {list(VARIANTS)}."})
+    variants: list[str] = field(default_factory=lambda: list(ALL_VARIANTS), metadata={"help": f"A subset of {ALL_VARIANTS}."})
     preset: str = "nano"
     budget: float = field(default=1.0, metadata={"help": f"Scales the steps ({STEPS} at 1)."})
     batch_size: int = 16
@@ -57,9 +68,9 @@ class ArchitectureExperimentArguments:
     )
 
     def __post_init__(self):
-        unknown = [v for v in self.variants if v not in VARIANTS]
+        unknown = [v for v in self.variants if v not in ALL_VARIANTS]
         if unknown:
-            raise ValueError(f"--variants {unknown}: not variants; choose from {list(VARIANTS)}.")
+            raise ValueError(f"--variants {unknown}: not variants; choose from {ALL_VARIANTS}.")
         if self.dataset_path and not (Path(self.dataset_path) / "train.jsonl").is_file():
             raise ValueError(f"--dataset_path {self.dataset_path} has no train.jsonl; point it at a TinyStories folder.")
         if not self.budget > 0:
@@ -102,7 +113,7 @@ def run(a: ArchitectureExperimentArguments) -> tuple[dict, list[dict] | None]:
 def train_values(a, name: str, steps: int, out: Path) -> dict:
     """The Trainer's arguments for one variant: the same tokens, seed and schedule for all."""
     tokenizer = {"vocab_size": a.vocab_size} if name == "baseline" else {"tokenizer_name": str(out / "baseline")}
-    overrides = {"config_overrides": VARIANTS[name]} if VARIANTS[name] else {}
+    overrides = {"config_overrides": VARIANTS[name]} if VARIANTS.get(name) else dict(TRAINING_VARIANTS.get(name, {}))
     return {
         "preset": a.preset,
         "dataset_path": a.dataset_path,
@@ -138,7 +149,7 @@ def summarize(folder: Path) -> dict:
     spread = [r["act_rms_spread"] for r in logged if "act_rms_spread" in r]
     last_norms = {k: v for k, v in (logged[-1] if logged else {}).items() if k.startswith("act_rms_") and k != "act_rms_spread"}
     return {
-        "val_loss": evals[-1]["eval_loss"],
+        "val_loss": evals[-1].get("eval_loss_ema", evals[-1]["eval_loss"]),  # the saved model's (the average's, with one)
         "tokens_per_s": sum(speeds) / len(speeds),
         "act_rms_spread": spread[-1] if spread else None,
         "act_rms": last_norms,
@@ -168,6 +179,12 @@ def early_exit_rows(folder: Path, a) -> list[dict]:
     blocks, _ = build_lm_datasets(data_args, tok, load_raw_dataset(data_args))
     seqs = [torch.tensor(blocks["validation"][i]["input_ids"]) for i in range(min(8, len(blocks["validation"])))]
     return evaluate_early_exit(model, seqs, EXIT_THRESHOLDS, prompt_tokens=1)
+
+
+def overrides_text(name: str) -> str:
+    if VARIANTS.get(name):
+        return VARIANTS[name]
+    return " ".join(f"--{k} {v}" for k, v in TRAINING_VARIANTS.get(name, {}).items()) or "-"
 
 
 def plot(results: dict, path: Path):
@@ -202,7 +219,7 @@ def table(results: dict, exits: list[dict] | None, a, steps: int) -> str:
         spread = f"{r['act_rms_spread']:.2f}" if r["act_rms_spread"] is not None else ""
         per_seed = (" / ".join(f"{v:.3f}" for v in r["val_losses"]) + " | ") if len(a.seeds) > 1 else ""
         lines.append(
-            f"| {name} | {VARIANTS[name] or '-'} | {r['params']:,} | {r['val_loss']:.3f} | {delta} | {per_seed}"
+            f"| {name} | {overrides_text(name)} | {r['params']:,} | {r['val_loss']:.3f} | {delta} | {per_seed}"
             f"{r['tokens_per_s']:,.0f} | {r['memory_mib']:.0f} | {norms} | {spread} |"
         )
     text = "\n".join(lines) + "\n"
