@@ -90,3 +90,11 @@ def test_llama_cpp_itself_runs_our_gguf(source, tmp_path):
     with torch.no_grad():
         ref = ours.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)
     assert theirs == ref[0, len(prompt) :].tolist()
+
+
+def test_a_qk_norm_model_is_refused_as_gguf_and_pointed_at_the_qwen3_folder():
+    from conftest import small_config
+    from tiny_decoder.export.gguf import check_gguf
+
+    with pytest.raises(ValueError, match=r"no QK-norm .*--format hf writes a Qwen3ForCausalLM folder"):
+        check_gguf(small_config(qk_norm=True))

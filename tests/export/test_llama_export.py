@@ -1,5 +1,6 @@
-"""--format llama: a plain LlamaForCausalLM folder with our logits and greedy tokens, loading in a Python without
-tiny_decoder with no prompt and no warning; configs Llama cannot express are refused with every blocking field."""
+"""--format hf (or llama): a plain LlamaForCausalLM folder - Qwen3ForCausalLM for a QK-norm model - with our logits
+and greedy tokens, loading in a Python without tiny_decoder with no prompt and no warning; configs neither can express
+are refused with every blocking field."""
 
 import json
 import os
@@ -31,6 +32,8 @@ CONFIGS = {
         }
     ),
     "biases": dict(attention_bias=True, mlp_bias=True),
+    "qk_norm_qwen3": dict(qk_norm=True),
+    "qk_norm_qwen3_mqa_biases_untied": dict(qk_norm=True, num_key_value_heads=1, attention_bias=True, tie_word_embeddings=False),
 }
 
 
@@ -39,7 +42,12 @@ def test_the_llama_gives_our_logits_and_greedy_tokens(name):
     torch.manual_seed(0)
     model = TinyDecoderForCausalLM(small_config(**CONFIGS[name])).eval()
     llama = to_llama(model)
-    assert type(llama).__name__ == "LlamaForCausalLM"
+    assert type(llama).__name__ == ("Qwen3ForCausalLM" if name.startswith("qk_norm") else "LlamaForCausalLM")
+    if name.startswith("qk_norm"):  # norms away from 1, so a dropped one would show
+        with torch.no_grad():
+            for ours, theirs in zip(model.model.layers, llama.model.layers):
+                ours.self_attn.q_norm.weight.uniform_(0.5, 1.5)
+                theirs.self_attn.q_norm.weight.copy_(ours.self_attn.q_norm.weight)
     ids = torch.randint(3, 67, (2, 13))
     with torch.no_grad():
         torch.testing.assert_close(llama(ids).logits, model(ids).logits, atol=1e-5, rtol=0)
@@ -79,7 +87,7 @@ def saved(tmp_path_factory, tiny_tokenizer):
     tiny_tokenizer.save_pretrained(root / "tok")
     tok = AutoTokenizer.from_pretrained(root / "tok")  # a copy: the session's tokenizer stays without a template
     add_chat_template(tok)
-    for name, over in (("native", {}), ("layernorm", {"norm": "layernorm"})):
+    for name, over in (("native", {}), ("layernorm", {"norm": "layernorm"}), ("qk_norm", {"qk_norm": True})):
         torch.manual_seed(0)
         cfg = small_config(
             vocab_size=len(tok),
@@ -95,16 +103,17 @@ def saved(tmp_path_factory, tiny_tokenizer):
 
 
 @pytest.mark.slow
-def test_the_exported_folder_loads_without_the_package_no_prompt_no_warning(saved, tmp_path):
+@pytest.mark.parametrize("folder, cls", [("native", "LlamaForCausalLM"), ("qk_norm", "Qwen3ForCausalLM")])
+def test_the_exported_folder_loads_without_the_package_no_prompt_no_warning(saved, tmp_path, folder, cls):
     out = tmp_path / "llama"
-    run_script("export", ["--model_name_or_path", str(saved / "native"), "--output_dir", str(out)])
+    run_script("export", ["--model_name_or_path", str(saved / folder), "--output_dir", str(out), "--format", "hf"])
     assert not any(p.suffix == ".py" for p in out.iterdir()) and (out / "model.safetensors").exists()
     card = (out / "README.md").read_text()
     assert "base_model:" not in card and str(saved) not in card and "library_name: transformers" in card  # no local path
     assert "base_model: someone/tiny\n" in _card(AutoConfig.from_pretrained(out), "someone/tiny")  # a Hub id is linked
     ids = [5, 9, 17, 3, 11, 40]
     with torch.no_grad():
-        ours = TinyDecoderForCausalLM.from_pretrained(saved / "native").eval()(torch.tensor([ids])).logits
+        ours = TinyDecoderForCausalLM.from_pretrained(saved / folder).eval()(torch.tensor([ids])).logits
     code = f"""
 import sys, json, warnings
 sys.modules["tiny_decoder"] = None  # a Python where the package is not installed
@@ -131,7 +140,7 @@ print(json.dumps({{"class": type(model).__name__, "chat": chat, "logits": logits
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "custom code" not in proc.stderr and "warn" not in proc.stderr.lower(), proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["class"] == "LlamaForCausalLM" and "<|assistant|>" in result["chat"]  # the chat template survived
+    assert result["class"] == cls and "<|assistant|>" in result["chat"]  # the chat template survived
     torch.testing.assert_close(torch.tensor(result["logits"]), ours, atol=1e-5, rtol=0)
 
 
@@ -147,12 +156,12 @@ def test_bad_exports_are_refused_in_one_line_and_write_nothing(saved, tmp_path):
         run_script("export", ["--model_name_or_path", str(tmp_path / "nope"), "--output_dir", str(tmp_path / "c")])
     out = tmp_path / "d"
     run_script("export", ["--model_name_or_path", str(saved / "native"), "--output_dir", str(out)])
-    with pytest.raises(ValueError, match="already holds a Llama export's output"):
+    with pytest.raises(ValueError, match="already holds a Llama/Qwen3 export's output"):
         run_script("export", ["--model_name_or_path", str(saved / "native"), "--output_dir", str(out)])
     run_script(
         "export", ["--model_name_or_path", str(saved / "native"), "--output_dir", str(out), "--overwrite_output_dir", "true"]
     )
-    with pytest.raises(ValueError, match="holds files a Llama export does not write"):
+    with pytest.raises(ValueError, match="holds files a Llama/Qwen3 export does not write"):
         run_script("export", ["--model_name_or_path", str(saved / "native"), "--output_dir", str(saved / "layernorm")])
 
 

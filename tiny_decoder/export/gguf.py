@@ -47,6 +47,11 @@ def gguf_blockers(config) -> list[str]:
 
 def check_gguf(config) -> None:
     """Llama's limits, then what this writer does not carry; one line naming the fields."""
+    if getattr(config, "qk_norm", False):
+        raise ValueError(
+            "GGUF is written here in llama.cpp's `llama` architecture, which has no QK-norm (qk_norm=True: llama.cpp's "
+            "`qwen3`, not written yet); --format hf writes a Qwen3ForCausalLM folder."
+        )
     check_exportable(config)
     blockers = gguf_blockers(config)
     if blockers:

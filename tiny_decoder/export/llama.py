@@ -1,8 +1,11 @@
-"""A tiny-decoder as a plain `LlamaForCausalLM` folder: no custom code, no trust_remote_code.
+"""A tiny-decoder as a plain transformers folder: `LlamaForCausalLM`, or `Qwen3ForCausalLM` for a model with QK-norm.
+No custom code, no trust_remote_code.
 
 The default preset is, layer for layer, a Llama (pre-norm RMSNorm, RoPE, SwiGLU, no biases, GQA, tied head), so
 the export renames two norms and writes Llama's config; the weights are copied bit for bit and the logits agree to
-float rounding. A config Llama cannot express is refused with every field that blocks it.
+float rounding. With `qk_norm` it is, layer for layer, a Qwen3 (the same, plus RMSNorm over the head dimension on
+q and k before RoPE), whose q_norm/k_norm weights keep their names. A config neither can express is refused with
+every field that blocks it.
 """
 
 import json
@@ -42,20 +45,56 @@ def llama_blockers(config) -> list[str]:
     return blockers
 
 
+def hf_architecture(config) -> str:
+    """'qwen3' for a model with QK-norm (Qwen3's attention), else 'llama'."""
+    return "qwen3" if getattr(config, "qk_norm", False) else "llama"
+
+
+def hf_blockers(config) -> list[str]:
+    """The fields that keep `config` from being a Llama, or with QK-norm a Qwen3; empty when it is one."""
+    blockers = [b for b in llama_blockers(config) if not b.startswith("qk_norm=")]
+    if hf_architecture(config) == "qwen3" and config.mlp_bias:
+        blockers.append("mlp_bias=True")  # Qwen3's MLP has no biases
+    return blockers
+
+
 def check_exportable(config) -> None:
-    blockers = llama_blockers(config)
+    blockers = hf_blockers(config)
     if blockers:
+        name = "a Qwen3" if hf_architecture(config) == "qwen3" else "a Llama"
         raise ValueError(
-            f"this model is not expressible as a Llama ({', '.join(blockers)} differ from Llama's architecture); "
+            f"this model is not expressible as {name} ({', '.join(blockers)} differ from its architecture); "
             f"its native folder (remote code: trust_remote_code=True, or `import tiny_decoder`) still works everywhere "
             f"transformers runs."
         )
 
 
 def llama_config(config):
-    """LlamaConfig with the same shapes, RoPE, norm epsilon, special tokens and tying."""
-    from transformers import LlamaConfig
+    """LlamaConfig (Qwen3Config for a QK-norm model) with the same shapes, RoPE, norm epsilon, special tokens, tying."""
+    from transformers import LlamaConfig, Qwen3Config
 
+    if hf_architecture(config) == "qwen3":
+        return Qwen3Config(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            num_key_value_heads=config.num_key_value_heads,
+            head_dim=config.head_dim,
+            hidden_act="silu",
+            max_position_embeddings=config.max_position_embeddings,
+            initializer_range=config.initializer_range,
+            rms_norm_eps=config.norm_eps,
+            rope_parameters=dict(config.rope_parameters),
+            attention_bias=config.attention_bias,
+            use_sliding_window=False,
+            tie_word_embeddings=config.tie_word_embeddings,
+            bos_token_id=config.bos_token_id,
+            eos_token_id=config.eos_token_id,
+            pad_token_id=config.pad_token_id,
+            use_cache=True,
+        )
     return LlamaConfig(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
@@ -92,11 +131,12 @@ def llama_state_dict(model) -> dict[str, torch.Tensor]:
 
 
 def to_llama(model):
-    """A LlamaForCausalLM with this model's weights (same dtype), in eval mode."""
-    from transformers import LlamaForCausalLM
+    """A LlamaForCausalLM (Qwen3ForCausalLM with QK-norm) with this model's weights (same dtype), in eval mode."""
+    from transformers import LlamaForCausalLM, Qwen3ForCausalLM
 
     check_exportable(model.config)
-    llama = LlamaForCausalLM(llama_config(model.config)).to(next(model.parameters()).dtype)
+    cls = Qwen3ForCausalLM if hf_architecture(model.config) == "qwen3" else LlamaForCausalLM
+    llama = cls(llama_config(model.config)).to(next(model.parameters()).dtype)
     missing, unexpected = llama.load_state_dict(llama_state_dict(model), strict=False)
     missing = [k for k in missing if not (model.config.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
@@ -134,13 +174,14 @@ def _card(config, source: str) -> str:
     n = config.num_hidden_layers
     shown = hub_id(source) or Path(source).name  # a folder's name, not where it lies on this machine
     meta = f"base_model: {source}\n" if hub_id(source) else ""
+    arch, cls = ("qwen3", "Qwen3") if config.model_type == "qwen3" else ("llama", "Llama")
     return (
         "---\nlibrary_name: transformers\npipeline_tag: text-generation\n"
-        f"{meta}tags:\n- llama\n- tiny-decoder\n- text-generation\n---\n\n"
-        f"# {Path(source).name} as a Llama\n\n"
-        f"A plain `LlamaForCausalLM` ({n} layers, hidden {config.hidden_size}, {config.num_attention_heads} heads, "
+        f"{meta}tags:\n- {arch}\n- tiny-decoder\n- text-generation\n---\n\n"
+        f"# {Path(source).name} as a {cls}\n\n"
+        f"A plain `{cls}ForCausalLM` ({n} layers, hidden {config.hidden_size}, {config.num_attention_heads} heads, "
         f"{config.num_key_value_heads} KV heads) exported from the tiny-decoder model `{shown}` by `scripts/export.py "
-        "--format llama`: the same weights under Llama's names, so it loads anywhere Llama does, with no custom code.\n\n"
+        f"--format hf`: the same weights under {cls}'s names, so it loads anywhere {cls} does, with no custom code.\n\n"
         "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
         'model = AutoModelForCausalLM.from_pretrained("<this folder>")\n'
         'tokenizer = AutoTokenizer.from_pretrained("<this folder>")\n```\n'
@@ -155,7 +196,7 @@ def export_llama_folder(source: str, output_dir: str, overwrite: bool = False) -
 
     model, tokenizer = load_tiny_decoder(source)
     check_exportable(model.config)
-    old = check_output_dir(output_dir, overwrite, own=MODEL_FILES, what="a Llama export")
+    old = check_output_dir(output_dir, overwrite, own=MODEL_FILES, what="a Llama/Qwen3 export")
     with OutputLock(output_dir):
         clear_run(old)
         save_atomically(output_dir, lambda folder: save_llama_folder(model, tokenizer, folder, source))
