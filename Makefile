@@ -95,6 +95,7 @@ bench: setup
 	$(BIN)/python bench/speed.py
 	$(BIN)/python bench/zeroth_order.py
 	$(BIN)/python bench/attention_cost.py
+	$(BIN)/python bench/recipe.py --dataset_path "$(DATA)"
 	@if test -f "$(TEACHER)/model.safetensors"; then $(BIN)/python bench/runtimes.py --model "$(TEACHER)" && \
 	  $(BIN)/python bench/engine.py --model "$(TEACHER)" && \
 	  $(BIN)/python bench/demo_stream.py --model "$(TEACHER)"; \

@@ -149,9 +149,11 @@ def test_presets_have_the_documented_sizes():
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo over torchrun is checked on Linux")
-def test_two_processes_match_one_with_double_accumulation(workdir, tmp_path):
+@pytest.mark.parametrize("optim", ["adamw_torch", "muon"])
+def test_two_processes_match_one_with_double_accumulation(workdir, tmp_path, optim):
+    """DDP averages the processes' gradients as accumulation averages micro-batches (Muon: over the whole matrix)."""
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    two = cli_args(workdir, tmp_path / "two", gradient_accumulation_steps=1, save_steps=100)
+    two = cli_args(workdir, tmp_path / "two", gradient_accumulation_steps=1, save_steps=100, optim=optim)
     cmd = [
         sys.executable,
         "-m",
@@ -165,7 +167,7 @@ def test_two_processes_match_one_with_double_accumulation(workdir, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout + proc.stderr
-    run(cli_args(workdir, tmp_path / "one", gradient_accumulation_steps=2, save_steps=100))
+    run(cli_args(workdir, tmp_path / "one", gradient_accumulation_steps=2, save_steps=100, optim=optim))
     a, b = metrics(tmp_path / "two"), metrics(tmp_path / "one")
     assert [m["step"] for m in a] == [m["step"] for m in b]
     for x, y in zip(a, b):
