@@ -9,7 +9,8 @@ e.g. a pruned model); it uses the teacher's tokenizer unless told otherwise. Eve
 scripts/train.py works here; `--help` lists them, with the distillation ones.
 """
 
-from tiny_decoder.cli import run_command, run_training
+from tiny_decoder.cli import run_command
+from tiny_decoder.commands import run_training
 from tiny_decoder.training.objectives.distillation import DistillationArguments, DistillationObjective
 
 

@@ -8,7 +8,8 @@ Data: chat JSONL ({"messages": [...]} or {"prompt", "completion"}). Every argume
 scripts/train.py works here (same loop, checkpoints, resume, logs, card); `--help` lists them.
 """
 
-from tiny_decoder.cli import run_command, run_training
+from tiny_decoder.cli import run_command
+from tiny_decoder.commands import run_training
 from tiny_decoder.training.objectives.sft import SFTObjective
 
 

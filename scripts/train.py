@@ -7,7 +7,8 @@
 Arguments mirror transformers' TrainingArguments and run_clm.py; `--help` lists them all.
 """
 
-from tiny_decoder.cli import run_command, run_training
+from tiny_decoder.cli import run_command
+from tiny_decoder.commands import run_training
 
 
 def main(argv=None):

@@ -60,7 +60,7 @@ def test_a_hub_id_without_an_owner_is_a_hub_id(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("script", ["train", "sft", "distill"])
 def test_the_training_scripts_tear_the_process_group_down_also_when_they_fail(script, tmp_path, monkeypatch):
-    """One entry (cli.run_training) for the three: under torchrun a failed run still ends its process group."""
+    """One entry (commands.run_training) for the three: under torchrun a failed run still ends its process group."""
     import torch.distributed as dist
 
     from conftest import run_script

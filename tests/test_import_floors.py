@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "tiny_decoder"
 
 # Lowest first. model/ ships inside every saved folder and imports nothing of ours; io/ and engine are services
-# with no knowledge of training; cli.py and demo.py are the top, beside scripts/.
+# with no knowledge of training (cli.py: argument files, one-line errors); commands.py and demo.py are the top.
 FLOORS = {
     "model": 0,
     "io": 1,
@@ -19,7 +19,8 @@ FLOORS = {
     "export": 5,
     "pruning": 5,
     "experiments": 6,
-    "cli": 7,
+    "cli": 1,
+    "commands": 7,
     "demo": 7,
 }
 

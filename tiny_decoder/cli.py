@@ -1,6 +1,5 @@
-"""What every command in scripts/ shares: arguments from a file and/or flags, one-line errors, and the one
-entry of the three training scripts (train, distill, sft). The top floor of the package: nothing in it
-imports this module but the demo page."""
+"""What every command in scripts/ shares: arguments from a file and/or flags, one-line errors. It imports nothing
+of the package, so any floor may use it; the training scripts' entry is in commands.py."""
 
 import dataclasses
 import sys
@@ -67,31 +66,3 @@ def run_command(main) -> None:
             file=sys.stderr,
         )
         sys.exit(130)
-
-
-def run_training(script: str, argv: list[str] | None = None, extra_types: tuple = (), objective=None) -> dict:
-    """scripts/train.py, distill.py and sft.py: parse the training arguments (and `extra_types`), build the Trainer
-    with `objective(model_args, data_args, tok_args, train_args, *extras)` (None: next-token loss), train, and
-    tear the process group down (a clean exit under torchrun), also when training fails."""
-    import shlex
-
-    from .data import DataArguments
-    from .data.tokenizer import TokenizerArguments
-    from .export.llama import LlamaHubExport
-    from .training import ModelArguments, TrainArguments, Trainer
-
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        model_args, data_args, tok_args, train_args, *extras = parse_args(
-            (ModelArguments, DataArguments, TokenizerArguments, TrainArguments, *extra_types), argv
-        )
-        chosen = objective(model_args, data_args, tok_args, train_args, *extras) if objective is not None else None
-        exporter = LlamaHubExport() if train_args.hub_format == "llama" else None
-        command = f"python scripts/{script}.py " + shlex.join(argv)
-        trainer = Trainer(model_args, data_args, tok_args, train_args, objective=chosen, command=command, hub_exporter=exporter)
-        return trainer.train()
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()

@@ -73,29 +73,7 @@ def llama_config(config):
     """LlamaConfig (Qwen3Config for a QK-norm model) with the same shapes, RoPE, norm epsilon, special tokens, tying."""
     from transformers import LlamaConfig, Qwen3Config
 
-    if hf_architecture(config) == "qwen3":
-        return Qwen3Config(
-            vocab_size=config.vocab_size,
-            hidden_size=config.hidden_size,
-            intermediate_size=config.intermediate_size,
-            num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads,
-            num_key_value_heads=config.num_key_value_heads,
-            head_dim=config.head_dim,
-            hidden_act="silu",
-            max_position_embeddings=config.max_position_embeddings,
-            initializer_range=config.initializer_range,
-            rms_norm_eps=config.norm_eps,
-            rope_parameters=dict(config.rope_parameters),
-            attention_bias=config.attention_bias,
-            use_sliding_window=False,
-            tie_word_embeddings=config.tie_word_embeddings,
-            bos_token_id=config.bos_token_id,
-            eos_token_id=config.eos_token_id,
-            pad_token_id=config.pad_token_id,
-            use_cache=True,
-        )
-    return LlamaConfig(
+    shared = dict(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
         intermediate_size=config.intermediate_size,
@@ -109,13 +87,15 @@ def llama_config(config):
         rms_norm_eps=config.norm_eps,
         rope_parameters=dict(config.rope_parameters),
         attention_bias=config.attention_bias,
-        mlp_bias=config.mlp_bias,
         tie_word_embeddings=config.tie_word_embeddings,
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,
         use_cache=True,
     )
+    if hf_architecture(config) == "qwen3":  # Qwen3's MLP has no biases (mlp_bias is a blocker there)
+        return Qwen3Config(**shared, use_sliding_window=False)
+    return LlamaConfig(**shared, mlp_bias=config.mlp_bias)
 
 
 def llama_state_dict(model) -> dict[str, torch.Tensor]:

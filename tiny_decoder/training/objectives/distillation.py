@@ -10,7 +10,7 @@ Design choices:
 - The positions CE ignores are ignored here too: labels == -100 after the shift, and padding.
 - The teacher is frozen (eval mode, requires_grad False, no autograd graph), may run in
   bf16/fp16, and its logits exist only inside one call.
-- One objective object serves the accelerate loop (`run_training(objective=...)`) and
+- One objective object serves the accelerate loop (`Trainer(objective=...)`) and
   transformers' Trainer (`DistillationTrainer`), so both compute the same loss.
 """
 
