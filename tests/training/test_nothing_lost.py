@@ -138,3 +138,16 @@ def test_an_infinite_distillation_temperature_is_refused():
 def test_a_warmup_longer_than_the_run_is_warned_about(workdir, tmp_path, capsys):
     run(cli_args(workdir, tmp_path / "run", max_steps=3, warmup_steps=10))
     assert "warning: --warmup_steps 10 is not below the run's 3 steps" in capsys.readouterr().out
+
+
+def test_between_logging_steps_a_non_finite_loss_is_caught_before_the_next_save_naming_its_step(workdir, tmp_path, monkeypatch):
+    from tiny_decoder.training.interrupts import TrainingDiverged
+
+    nan_after(monkeypatch, 6)  # step 7 is the first non-finite one; logging every 5, checkpoints every 4
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"the training loss is not finite at step 7\b.*checkpoint-4, holds finite"):
+        run(cli_args(workdir, out, max_steps=20, save_steps=4, logging_steps=5))
+    assert not (out / "checkpoint-8").exists() and not (out / "model.safetensors").exists()
+    from conftest import metrics
+
+    assert max(r["step"] for r in metrics(out)) == 6  # validation at step 6 (finite); nothing from step 7 on

@@ -83,3 +83,48 @@ def test_the_trainer_sets_every_attribute_in_its_constructor_and_train_reads_as_
     assert not elsewhere, f"attributes first set outside __init__: {elsewhere}"
     train = methods["train"]
     assert train.end_lineno - train.lineno + 1 <= 30
+
+
+def guard(logging_steps=5):
+    import torch
+
+    from tiny_decoder.training.interrupts import DivergenceGuard
+
+    acc = SimpleNamespace(num_processes=1)
+    args = SimpleNamespace(logging_steps=logging_steps, learning_rate=3e-3)
+    checkpointer = SimpleNamespace(last_checkpoint=lambda: None)
+    objective = SimpleNamespace(divergence_hint=lambda: "")
+    scheduler = SimpleNamespace(get_last_lr=lambda: [torch.tensor(3e-3).item()])
+    return DivergenceGuard(args, acc, checkpointer, objective, scheduler)
+
+
+@pytest.mark.parametrize("bad", ["loss", "gradient norm"])
+def test_the_divergence_guard_records_on_the_device_and_names_the_first_bad_step_when_read(bad):
+    import torch
+
+    from tiny_decoder.training.interrupts import TrainingDiverged
+
+    g = guard()
+    nan = torch.tensor(float("nan"))
+    for step in range(1, 6):  # step 2 goes bad; recording reads nothing back, so nothing raises here
+        broken = step >= 2
+        loss = nan if broken and bad == "loss" else torch.tensor(2.0)
+        norm = nan if broken and bad == "gradient norm" else torch.tensor(1.0)
+        g.check_step(step, loss, norm)
+    g.check_step(6, nan, nan)
+    with pytest.raises(TrainingDiverged, match=f"the training {bad} is not finite at step 2\\b"):
+        g.raise_if_diverged()  # the one read: the first bad step, not the last
+
+
+def test_the_divergence_guard_reads_nothing_until_a_step_goes_bad():
+    import torch
+
+    from tiny_decoder.training.interrupts import TrainingDiverged
+
+    g = guard()
+    g.raise_if_diverged()  # nothing recorded yet
+    g.check_step(1, torch.tensor(2.0), None)
+    g.raise_if_diverged()  # finite so far
+    g.check_step(2, torch.tensor(float("inf")), None)
+    with pytest.raises(TrainingDiverged, match="loss is not finite at step 2"):
+        g.raise_if_diverged()

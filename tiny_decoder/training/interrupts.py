@@ -70,27 +70,42 @@ def resume_command(command: str | None) -> str:
 
 
 class DivergenceGuard:
-    """Stops the run at the step where the loss or gradient norm turns inf/nan, and before any non-finite weights
-    are saved. With several processes the step check is a collective, so it runs only at logging steps there (as
-    the Ctrl-C agreement does); the checkpoints already written keep finite weights."""
+    """Stops the run when the loss or gradient norm turns inf/nan, naming the first such step, and before any
+    non-finite weights are saved. Each step only records, on the device, the first step that was not finite; the
+    Trainer reads that record (one host sync) before it writes anything - a log line, a validation, a checkpoint -
+    so a GPU step never waits for the host in between (with several processes the read is a collective, at the same
+    steps on every process)."""
 
     def __init__(self, args, accelerator, checkpointer, objective, scheduler):
         self.args, self.accelerator, self.checkpointer = args, accelerator, checkpointer
         self.objective, self.scheduler = objective, scheduler
+        self.first_bad = None  # device tensor (step, 1 = loss / 2 = gradient norm) of the first non-finite step; 0 = none
 
     def check_step(self, step: int, loss_sum: torch.Tensor, grad_norm) -> None:
-        """`grad_norm`: a tensor, or a float from some backends, or None without clipping."""
-        acc = self.accelerator
-        if acc.num_processes > 1 and step % self.args.logging_steps:
-            return
-        bad = ~torch.isfinite(loss_sum)
+        """Record the step if it is the first non-finite one, without reading anything back. `grad_norm`: a tensor,
+        or a float from some backends, or None without clipping."""
+        bad_loss = ~torch.isfinite(loss_sum.detach()).reshape(())
+        bad = bad_loss
         if grad_norm is not None:
-            bad = bad | ~torch.isfinite(torch.as_tensor(grad_norm, device=bad.device))
-        if acc.num_processes > 1:
-            bad = acc.reduce(bad.float().reshape(1), reduction="sum") > 0
-        if bool(bad):
-            what = "loss" if not torch.isfinite(loss_sum) else "gradient norm"
-            self.diverged(f"the training {what} is not finite at step {step}")
+            bad = bad | ~torch.isfinite(torch.as_tensor(grad_norm, device=bad.device)).reshape(())
+        if self.first_bad is None:
+            self.first_bad = torch.zeros(2, dtype=torch.long, device=bad.device)
+        kind = torch.where(bad_loss, 1, 2)  # which one, if this step was not finite
+        seen = torch.stack([torch.full_like(kind, step), kind])
+        self.first_bad = torch.where(bad & (self.first_bad[0] == 0), seen, self.first_bad)
+
+    def raise_if_diverged(self) -> None:
+        """Read the record (a collective with several processes: call it at the same step on every one)."""
+        if self.first_bad is None:
+            return
+        first = self.first_bad
+        if self.accelerator.num_processes > 1:  # the earliest non-finite step of any process
+            every = self.accelerator.gather(first[None])
+            every = every[every[:, 0] > 0]
+            first = every[every[:, 0].argmin()] if len(every) else first
+        step, kind = first.tolist()
+        if step:
+            self.diverged(f"the training {'loss' if kind == 1 else 'gradient norm'} is not finite at step {step}")
 
     def check_weights(self, model, step: int) -> None:
         module = self.accelerator.unwrap_model(model, keep_torch_compile=False)
@@ -101,7 +116,7 @@ class DivergenceGuard:
         last = self.checkpointer.last_checkpoint()
         kept = f"the last checkpoint, {last}, holds finite weights" if last else "no checkpoint was written"
         raise TrainingDiverged(
-            f"training diverged: {what}. Likely cause: the learning rate ({self.scheduler.get_last_lr()[0]:g} at this "
-            f"step, peak {self.args.learning_rate:g}) is too high{self.objective.divergence_hint()}; {kept}, and no "
+            f"training diverged: {what}. Likely cause: the learning rate ({self.scheduler.get_last_lr()[0]:g} now, "
+            f"peak {self.args.learning_rate:g}) is too high{self.objective.divergence_hint()}; {kept}, and no "
             f"final model was saved. Lower --learning_rate (or raise --warmup_steps) and train again."
         )

@@ -140,11 +140,14 @@ class Trainer:
             self._end_step()
             record = self._training_record()
             last = state.step >= self.budget.total_steps or self.budget.out_of_time()
-            if self.validator.due(state.step, last):
+            validate, save = self.validator.due(state.step, last), self.checkpointer.due(state.step, last) or self.stop_agreed
+            if validate or save or len(record) > 1:  # before anything is written: no result of a non-finite step
+                self.guard.raise_if_diverged()
+            if validate:
                 record.update(self.validator.record(self.model))
                 self.metrics.note(self._validation_note(record))
             self.metrics.write(record, self.budget.elapsed_s())
-            if self.checkpointer.due(state.step, last) or self.stop_agreed:
+            if save:
                 self.save_checkpoint()
             if last or self.stop_agreed:
                 self._stop_note(last)
@@ -159,6 +162,7 @@ class Trainer:
         return self.validator.evaluate(self.model)
 
     def save_checkpoint(self):
+        self.guard.raise_if_diverged()
         self.guard.check_weights(self.model, self.state.step)
         extra = [self.ema.save] if self.ema is not None else []
         return self.checkpointer.save(self.accelerator, self.model, self.tokenizer, self.state, extra)
@@ -167,6 +171,7 @@ class Trainer:
         """Save the model and tokenizer, then samples, loss curve, card and push; raise if Ctrl-C stopped the run."""
         state, minutes = self.state, self.budget.minutes()
         self.accelerator.wait_for_everyone()
+        self.guard.raise_if_diverged()
         self.accelerator.end_training()
         if self.stop_agreed and state.step >= self.budget.total_steps:
             self.processes.print(f"Ctrl-C came during the last step ({state.step}): the run is complete; saving its outputs")
