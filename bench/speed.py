@@ -147,7 +147,7 @@ def main():
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--gen_repeats", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=7, help="training rounds, alternating the two models (odd: a median)")
     p.add_argument("--no_compile", action="store_true", help="Skip the torch.compile generation row.")
     p.add_argument("--memory_only", choices=KINDS, help=argparse.SUPPRESS)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -183,6 +183,9 @@ def main():
                 greedy.setdefault(kind, out)
                 if not torch.equal(out, greedy[kind]):  # every cache and compile mode must give the same tokens
                     raise SystemExit(f"{kind}: greedy tokens with {mode} differ from the dynamic cache's")
+    # Parity from paired rounds: the two models' steps of one round ran back to back, so machine noise that drifts
+    # over minutes cancels in each round's ratio; the median and range of those ratios say how far apart they are.
+    paired = sorted(a_ / b_ for a_, b_ in zip(results["llama"]["step"], results["tiny-decoder"]["step"]))  # ours/Llama speed
     for kind in KINDS:
         results[kind]["step"] = min(results[kind]["step"])
         for mode in modes:
@@ -232,6 +235,10 @@ def main():
             f"| {name} | {NAMES[precision]} | {tps:,.0f} | {tps * fpt / 1e9:,.1f} | {tps * fpt / rate[precision]:.1%} | "
             f"{ref_tps:,.0f} | {tps / ref_tps:.3f} |"
         )
+    print(
+        f"\ntrain step, ours/Llama tokens/s per paired round ({a.rounds} rounds): median {paired[len(paired) // 2]:.3f}, "
+        f"range {paired[0]:.3f}-{paired[-1]:.3f} (the table's column: best step of each model)"
+    )
     print(
         f"\npeak memory in training (CPU: process RSS): tiny-decoder {ours['mem']:.0f} MiB, Llama {ref['mem']:.0f} MiB, "
         f"ratio {ours['mem'] / ref['mem']:.3f}"

@@ -69,6 +69,27 @@ def test_the_compiled_step_gives_the_same_tokens():
     assert Engine(model, compile=True).generate(PROMPTS, 12) == generate_reference(model, PROMPTS, 12, do_sample=False)
 
 
+@pytest.mark.slow
+def test_each_compiled_engine_serves_its_own_model_and_refuses_a_changed_one():
+    # The same tensors everywhere (weights, buffers, tokens, positions, mask, cache), a different activation: with the
+    # step's guards cut to tensors, only each Engine's own compiled step keeps the two apart.
+    def loud(**over):  # blocks strong enough that the activation decides the tokens
+        model = model_with(**over)
+        with torch.no_grad():
+            for weight in model.model.layers.parameters():
+                weight.mul_(20 if weight.dim() == 2 else 1)
+        return model
+
+    gelu, relu = loud(hidden_act="gelu"), loud(hidden_act="relu")
+    first, second = Engine(gelu, compile=True), Engine(relu, compile=True)
+    assert first.generate(PROMPTS, 8) == generate_reference(gelu, PROMPTS, 8, do_sample=False)
+    assert second.generate(PROMPTS, 8) == generate_reference(relu, PROMPTS, 8, do_sample=False)
+    assert generate_reference(gelu, PROMPTS, 8, do_sample=False) != generate_reference(relu, PROMPTS, 8, do_sample=False)
+    gelu.set_early_exit(0.5)
+    with pytest.raises(ValueError, match="config changed since this Engine compiled"):
+        first.generate(PROMPTS, 8)
+
+
 def test_sampling_is_seeded_and_stays_inside_generates_top_k_top_p():
     torch.manual_seed(1)
     logits = torch.randn(4, 67) * 3
