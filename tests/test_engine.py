@@ -70,6 +70,17 @@ def test_the_compiled_step_gives_the_same_tokens():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["mqa", "sliding_window"])
+def test_a_compiled_engine_reuses_its_step_for_other_prompt_and_output_lengths(name):
+    model = model_with(**VARIANTS[name])
+    engine = Engine(model, compile=True)
+    assert engine.generate(PROMPTS, 12) == generate_reference(model, PROMPTS, 12, do_sample=False)
+    others = [[7, 8, 9], [12, 13, 14, 15], [20]]  # another width and max_new_tokens: the same cache bucket
+    with torch.compiler.set_stance("fail_on_recompile"):
+        assert engine.generate(others, 20) == generate_reference(model, others, 20, do_sample=False)
+
+
+@pytest.mark.slow
 def test_each_compiled_engine_serves_its_own_model_and_refuses_a_changed_one():
     # The same tensors everywhere (weights, buffers, tokens, positions, mask, cache), a different activation: with the
     # step's guards cut to tensors, only each Engine's own compiled step keeps the two apart.

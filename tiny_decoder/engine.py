@@ -27,6 +27,7 @@ import types
 import torch
 
 _ENGINES = itertools.count()
+CACHE_BUCKET = 64  # compiled steps are traced for cache lengths in multiples of this
 
 
 class Engine:
@@ -41,6 +42,15 @@ class Engine:
                 "attention_type='linear' sums over every cached slot, so it cannot use the engine's static cache; "
                 "use model.generate() (the dynamic cache) for this model."
             )
+
+    def _cache_length(self, needed: int) -> int:
+        """Compiled: the cache length rounded up to a multiple of CACHE_BUCKET (within the context), so prompts and
+        max_new_tokens of other lengths reuse the traced step (a new length costs a compilation, seconds); the
+        slots past the run stay masked. Eager: exactly what the run needs."""
+        if not self.compile:
+            return needed
+        limit = getattr(self.config, "max_position_embeddings", None) or needed
+        return max(needed, min(-(-needed // CACHE_BUCKET) * CACHE_BUCKET, limit))
 
     def _compiled_step(self, device):
         """torch.compile of this Engine's own copy of `_decode`, guarded on its tensors only."""
@@ -87,7 +97,7 @@ class Engine:
         pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
         lengths = torch.tensor([len(p) for p in prompts], device=device)
         batch, width = len(prompts), int(lengths.max())
-        total = width + max_new_tokens
+        total = self._cache_length(width + max_new_tokens)
         ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
         mask = torch.zeros(batch, total, dtype=torch.long, device=device)
         mask[:, :width] = (torch.arange(width, device=device) >= (width - lengths)[:, None]).long()
