@@ -2,6 +2,7 @@
 
     python bench/engine.py --model runs/tiny                    # make train's model
     python bench/engine.py --model runs/tiny --new_tokens 200 --batch 32
+    python bench/engine.py --model runs/tiny --break_even        # when compiling pays: Engine's compile="auto" rule
 
 Each row runs in a process of its own (what one path leaves in the allocator slowed the next one by up to 15 % when
 they shared a process) and is the best of --repeats after a warm-up (which also compiles the engine's decode step);
@@ -25,6 +26,7 @@ def parse(argv):
     p.add_argument("--new_tokens", type=int, default=128)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--break_even", action="store_true", help="the decode steps after which compiling has paid")
     p.add_argument("--row", choices=ROWS, help=argparse.SUPPRESS)  # a child process measures one row
     return p.parse_args(argv)
 
@@ -68,8 +70,43 @@ def measure(a) -> dict:
     return {"seconds": seconds, "tokens": out[0], "batch": batch}
 
 
+def break_even(a):
+    """Per batch size: an eager and a compiled decode step (best of --repeats), what the first compiled call cost
+    beyond a later one (compilation; less with inductor's cache warm from an earlier process), and the decode
+    steps after which the compiled Engine is ahead - what AUTO_COMPILE_STEPS in tiny_decoder/engine.py stands for."""
+    import time
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import tiny_decoder  # noqa: F401
+    from tiny_decoder.engine import Engine
+
+    model = AutoModelForCausalLM.from_pretrained(a.model).eval()
+    tok = AutoTokenizer.from_pretrained(a.model)
+    prompt = [tok.eos_token_id] + tok(a.prompt, add_special_tokens=False)["input_ids"]
+    print("| batch | eager ms/step | compiled ms/step | compilation, s | break-even decode steps |\n|---|---|---|---|---|")
+    for batch in (1, a.batch):
+        timed = {}
+        for compile in (False, True):
+            engine = Engine(model, compile=compile)
+
+            def run(engine=engine, prompts=[prompt] * batch):
+                return engine.generate(prompts, a.new_tokens, eos_token_id=-1)
+
+            t0 = time.perf_counter()
+            run()
+            first = time.perf_counter() - t0
+            seconds, _ = best(run, a.repeats)
+            timed[compile] = (seconds / a.new_tokens, first - seconds)
+        (eager, _), (compiled, compilation) = timed[False], timed[True]
+        steps = compilation / (eager - compiled) if eager > compiled else float("inf")
+        print(f"| {batch} | {eager * 1e3:.2f} | {compiled * 1e3:.2f} | {compilation:.1f} | {steps:,.0f} |")
+
+
 def main(argv=None):
     a = parse(argv if argv is not None else sys.argv[1:])
+    if a.break_even:
+        return break_even(a)
     if a.row:
         print("ROW " + json.dumps(measure(a)))
         return None

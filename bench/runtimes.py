@@ -4,8 +4,9 @@ the file size of each format. Every runtime's tokens are checked against PyTorch
     python bench/runtimes.py --model runs/tiny                # make train's model; exports into a temporary folder
     python bench/runtimes.py --model runs/tiny --new_tokens 256 --repeats 5
 
-Rows: PyTorch (ours, generate() with the dynamic cache; ours, static cache + torch.compile), transformers'
-LlamaForCausalLM (the --format llama export), ONNX Runtime (the --format onnx export, a greedy loop with its
+Rows: PyTorch (ours, generate() with the dynamic cache; ours, static cache + torch.compile; the package's decode
+engine, eager and compiled, where an EOS does not end the run), transformers' LlamaForCausalLM (the --format llama
+export), ONNX Runtime (the --format onnx export, a greedy loop with its
 KV cache), llama.cpp through llama-cpp-python on the GGUF export when that package is installed (an optional
 extra `make setup` does not install: `pip install llama-cpp-python`, which builds llama.cpp with cmake).
 """
@@ -79,6 +80,11 @@ def main(argv=None):
     compiled._compile_all_devices = True  # generate() compiles the decode step on CUDA only unless told
     rate, toks = best_rate(gen(model, cache_implementation="static", compile_config=compiled), n, a.repeats)
     rows.append(("PyTorch, ours: generate(), static cache + torch.compile", rate, toks, None))
+    from tiny_decoder.engine import Engine
+
+    for name, engine in (("Engine(model)", Engine(model)), ("Engine(model, compile=True)", Engine(model, compile=True))):
+        rate, toks = best_rate(lambda engine=engine: engine.generate([prompt], n, eos_token_id=-1)[0], n, a.repeats)
+        rows.append((f"PyTorch, ours: {name}, the package's decode engine", rate, toks, None))
     rate, toks = best_rate(gen(llama), n, a.repeats)
     rows.append(("transformers LlamaForCausalLM (--format llama)", rate, toks, size_mb(out / "llama" / "model.safetensors")))
     rate, toks = best_rate(lambda: greedy_decode(session, info, prompt, n, stop_at_eos=False), n, a.repeats)

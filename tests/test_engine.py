@@ -101,6 +101,45 @@ def test_each_compiled_engine_serves_its_own_model_and_refuses_a_changed_one():
         first.generate(PROMPTS, 8)
 
 
+@pytest.mark.slow
+def test_auto_compiles_once_the_engine_has_run_enough_steps(monkeypatch):
+    import tiny_decoder.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "AUTO_COMPILE_STEPS", 20)
+    model = model_with(num_key_value_heads=1)
+    engine = Engine(model)  # compile="auto"
+    reference = generate_reference(model, PROMPTS, 12, do_sample=False)
+    assert engine.generate(PROMPTS, 12) == reference and engine._compiled is None  # 11 eager steps
+    assert engine.generate(PROMPTS, 12) == reference and engine._compiled is None  # 22: enough from the next call on
+    assert engine.generate(PROMPTS, 12) == reference and engine._compiled is not None
+    assert engine.eager_steps == 22  # the third call ran compiled
+
+
+def test_auto_falls_back_to_eager_when_compiling_fails(monkeypatch):
+    import tiny_decoder.engine as engine_module
+
+    def broken(self, device):
+        def step(*args):
+            raise torch._dynamo.exc.BackendCompilerFailed(step, RuntimeError("no C++ compiler"), None)
+
+        return step
+
+    monkeypatch.setattr(engine_module, "AUTO_COMPILE_STEPS", 0)
+    monkeypatch.setattr(Engine, "_compiled_step", broken)
+    model = model_with()
+    engine = Engine(model)
+    with pytest.warns(UserWarning, match="compiling the decode step failed"):
+        assert engine.generate(PROMPTS, 12) == generate_reference(model, PROMPTS, 12, do_sample=False)
+    assert engine.compile is False
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed):  # asked for explicitly, a failure is an error
+        Engine(model, compile=True).generate(PROMPTS, 12)
+
+
+def test_compile_must_be_true_false_or_auto():
+    with pytest.raises(ValueError, match="compile='yes' must be True, False or 'auto'"):
+        Engine(model_with(), compile="yes")
+
+
 def test_sampling_is_seeded_and_stays_inside_generates_top_k_top_p():
     torch.manual_seed(1)
     logits = torch.randn(4, 67) * 3

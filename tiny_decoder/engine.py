@@ -14,6 +14,8 @@ Design choices (nanochat's Engine and gpt-fast are the anchors):
   can be cut to the tensor guards (shapes, dtypes, devices): the step is microseconds of kernels and the full guard set
   over every module attribute cost ~20 % of it. What the dropped guards watched - the model's structure - is checked
   once per `generate` call instead: a model whose config changed needs a new Engine.
+- `compile="auto"` (the default) decodes eagerly until the Engine has run AUTO_COMPILE_STEPS steps, then compiles:
+  compiling costs seconds, which only long or repeated use pays back.
 - Sampling stays on the device: temperature, top-k, top-p, repetition penalty, a torch.Generator per call (seed).
 - Each row stops at its EOS; the loop ends when every row has stopped or max_new_tokens is reached; `stream` is
   called with (row, token) for every new token as it is made.
@@ -28,26 +30,40 @@ import torch
 
 _ENGINES = itertools.count()
 CACHE_BUCKET = 64  # compiled steps are traced for cache lengths in multiples of this
+# compile="auto": the eager decode steps after which an Engine compiles. Renting before buying: by then eager decoding
+# has cost about what compiling does with inductor's cache warm (bench/engine.py --break_even: 4.4 s, 2.3 ms a step
+# at batch 1 on a 2-core CPU; 19 s with a cold cache), so a run is never far from the better of the two choices.
+AUTO_COMPILE_STEPS = 2048
 
 
 class Engine:
-    def __init__(self, model, compile: bool = False):
+    """`compile`: True (every call through the compiled step), False (never), or "auto" (the default): eager until
+    this Engine has run AUTO_COMPILE_STEPS decode steps, compiled from the next call on - compiling costs seconds,
+    which only a long run or many calls pay back - and eager again, with a warning, if compiling fails."""
+
+    def __init__(self, model, compile: bool | str = "auto"):
+        if compile not in (True, False, "auto"):
+            raise ValueError(f"compile={compile!r} must be True, False or 'auto'.")
         self.model = model.eval()
         self.config = model.config
         self.compile = compile
-        self._compiled_for = model.config.to_json_string() if compile else None  # the structure the step is traced for
-        self._step = self._compiled_step(next(model.parameters()).device) if compile else self._decode
+        self.eager_steps = 0  # decode steps run without the compiled step ("auto" counts them)
+        self._compiled_for = None  # the config the compiled step was traced for
+        self._compiled = None  # this Engine's compiled step, made at its first use
         if getattr(self.config, "attention_type", "softmax") == "linear":
             raise ValueError(
                 "attention_type='linear' sums over every cached slot, so it cannot use the engine's static cache; "
                 "use model.generate() (the dynamic cache) for this model."
             )
 
-    def _cache_length(self, needed: int) -> int:
+    def _use_compiled(self) -> bool:
+        return self.compile is True or (self.compile == "auto" and self.eager_steps >= AUTO_COMPILE_STEPS)
+
+    def _cache_length(self, needed: int, compiled: bool) -> int:
         """Compiled: the cache length rounded up to a multiple of CACHE_BUCKET (within the context), so prompts and
         max_new_tokens of other lengths reuse the traced step (a new length costs a compilation, seconds); the
         slots past the run stay masked. Eager: exactly what the run needs."""
-        if not self.compile:
+        if not compiled:
             return needed
         limit = getattr(self.config, "max_position_embeddings", None) or needed
         return max(needed, min(-(-needed // CACHE_BUCKET) * CACHE_BUCKET, limit))
@@ -63,6 +79,20 @@ class Engine:
         if device.type == "cpu":
             options["cpp_wrapper"] = True
         return torch.compile(own, fullgraph=True, dynamic=False, options=options)
+
+    def _compiled_call(self, token, position, mask, cache) -> tuple[bool, torch.Tensor | None]:
+        """The compiled step on the whole mask (one shape for every step); under "auto", a failed compilation
+        (e.g. no C++ compiler) turns this Engine eager with a warning: (False, None)."""
+        try:
+            return True, self._compiled(token, position, mask, cache)
+        except Exception as err:
+            if self.compile != "auto" or not isinstance(err, torch._dynamo.exc.BackendCompilerFailed):
+                raise
+            import warnings
+
+            warnings.warn(f"Engine: compiling the decode step failed ({type(err).__name__}); decoding eagerly.", stacklevel=3)
+            self.compile = False
+            return False, None
 
     def _decode(self, token, position, mask, cache):
         """(B, 1) token ids at (B, 1) positions, (B, L) mask over the whole cache -> (B, V) logits of the next token."""
@@ -84,7 +114,11 @@ class Engine:
         """Per prompt (a list of token ids), the new token ids, ending with the EOS if one was made
         (temperature 0 = greedy). `eos_token_id` defaults to the config's."""
         self._check(prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty)
-        if self.compile and self.config.to_json_string() != self._compiled_for:
+        compiled = self._use_compiled()
+        if compiled and self._compiled is None:
+            self._compiled = self._compiled_step(next(self.model.parameters()).device)
+            self._compiled_for = self.config.to_json_string()
+        if compiled and self.config.to_json_string() != self._compiled_for:
             raise ValueError(
                 "the model's config changed since this Engine compiled its decode step (e.g. set_early_exit); "
                 "make a new Engine(model, compile=True) for the model as it is now."
@@ -97,7 +131,7 @@ class Engine:
         pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
         lengths = torch.tensor([len(p) for p in prompts], device=device)
         batch, width = len(prompts), int(lengths.max())
-        total = self._cache_length(width + max_new_tokens)
+        total = self._cache_length(width + max_new_tokens, compiled)
         ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
         mask = torch.zeros(batch, total, dtype=torch.long, device=device)
         mask[:, :width] = (torch.arange(width, device=device) >= (width - lengths)[:, None]).long()
@@ -133,8 +167,12 @@ class Engine:
                 break
             mask[:, width + i] = 1
             # compiled: the whole mask (one shape for every step); eager: the slots filled so far, as generate() passes
-            step_mask = mask if self.compile else mask[:, : width + i + 1]
-            logits = self._step(token[:, None], (lengths + i)[:, None], step_mask, cache)
+            token, position = token[:, None], (lengths + i)[:, None]
+            if compiled:
+                compiled, logits = self._compiled_call(token, position, mask, cache)
+            if not compiled:  # the slots filled so far, as generate() passes them
+                logits = self._decode(token, position, mask[:, : width + i + 1], cache)
+                self.eager_steps += 1
         return [row[:n] for row, n in zip(made.tolist(), count.tolist())]
 
     def _check(self, prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty):
