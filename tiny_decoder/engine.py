@@ -32,7 +32,8 @@ _ENGINES = itertools.count()
 CACHE_BUCKET = 64  # compiled steps are traced for cache lengths in multiples of this
 # compile="auto": the eager decode steps after which an Engine compiles. Renting before buying: by then eager decoding
 # has cost about what compiling does with inductor's cache warm (bench/engine.py --break_even: 4.4 s, 2.3 ms a step
-# at batch 1 on a 2-core CPU; 19 s with a cold cache), so a run is never far from the better of the two choices.
+# at batch 1 on a 2-core CPU), so with the cache warm a run costs at most about twice the better of the two choices
+# made in hindsight (with a cold cache, 19 s there, compiling comes early and the bound is ~5x).
 AUTO_COMPILE_STEPS = 2048
 
 
@@ -166,7 +167,6 @@ class Engine:
             if i == max_new_tokens - 1:
                 break
             mask[:, width + i] = 1
-            # compiled: the whole mask (one shape for every step); eager: the slots filled so far, as generate() passes
             token, position = token[:, None], (lengths + i)[:, None]
             if compiled:
                 compiled, logits = self._compiled_call(token, position, mask, cache)
