@@ -3,6 +3,7 @@
     python bench/engine.py --model runs/tiny                    # make train's model
     python bench/engine.py --model runs/tiny --new_tokens 200 --batch 32
     python bench/engine.py --model runs/tiny --break_even        # when compiling pays: Engine's compile="auto" rule
+    python bench/engine.py --model runs/tiny --profile           # where a compiled batch-1 decode step's time goes
 
 Each row runs in a process of its own (what one path leaves in the allocator slowed the next one by up to 15 % when
 they shared a process) and is the best of --repeats after a warm-up (which also compiles the engine's decode step);
@@ -27,6 +28,7 @@ def parse(argv):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--break_even", action="store_true", help="the decode steps after which compiling has paid")
+    p.add_argument("--profile", action="store_true", help="torch.profiler over one compiled batch-1 greedy run")
     p.add_argument("--row", choices=ROWS, help=argparse.SUPPRESS)  # a child process measures one row
     return p.parse_args(argv)
 
@@ -34,14 +36,10 @@ def parse(argv):
 def measure(a) -> dict:
     """One row in this process: {"seconds": best time, "tokens": the first row's new tokens}."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import tiny_decoder  # noqa: F401
     from tiny_decoder.engine import Engine
 
-    model = AutoModelForCausalLM.from_pretrained(a.model).eval()
-    tok = AutoTokenizer.from_pretrained(a.model)
-    prompt = [tok.eos_token_id] + tok(a.prompt, add_special_tokens=False)["input_ids"]
+    model, tok, prompt = load(a)
     n, batch = a.new_tokens, 1 if a.row.endswith("-1") else a.batch
     sampling = {} if batch == 1 else dict(temperature=1.0, top_k=50, top_p=0.95)
     if a.row.startswith("generate"):
@@ -70,20 +68,58 @@ def measure(a) -> dict:
     return {"seconds": seconds, "tokens": out[0], "batch": batch}
 
 
+def load(a):
+    """The model, its tokenizer and the prompt's token ids (EOS first)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import tiny_decoder  # noqa: F401
+
+    model = AutoModelForCausalLM.from_pretrained(a.model).eval()
+    tok = AutoTokenizer.from_pretrained(a.model)
+    return model, tok, [tok.eos_token_id] + tok(a.prompt, add_special_tokens=False)["input_ids"]
+
+
+def profile(a):
+    """Per token of a compiled batch-1 greedy run: the compiled graph, Dynamo's guard lookup, the rest (the Python
+    loop, sampling, the cache's bookkeeping), then torch.profiler's top operators."""
+    import time
+
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from tiny_decoder.engine import Engine
+
+    model, _, prompt = load(a)
+    engine = Engine(model, compile=True)
+    for _ in range(1 + a.repeats):  # the first compiles; the others warm the allocator and caches
+        engine.generate([prompt], a.new_tokens, eos_token_id=-1)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        engine.generate([prompt], a.new_tokens, eos_token_id=-1)
+        total = time.perf_counter() - t0
+    events = prof.key_averages()
+
+    def per_token_us(prefix):
+        return sum(e.cpu_time_total for e in events if e.key.startswith(prefix)) / a.new_tokens
+
+    graph, guards = per_token_us("Torch-Compiled Region"), per_token_us("TorchDynamo Cache Lookup")
+    step = total * 1e6 / a.new_tokens  # under the profiler, which adds its own cost
+    print(
+        f"per token: {step:.0f} us in all, compiled region {graph:.0f} us ({graph / step:.0%}), Dynamo's guard "
+        f"lookup {guards:.0f} us, the rest {step - graph - guards:.0f} us\n"
+    )
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def break_even(a):
     """Per batch size: an eager and a compiled decode step (best of --repeats), what the first compiled call cost
     beyond a later one (compilation; less with inductor's cache warm from an earlier process), and the decode
     steps after which the compiled Engine is ahead - what AUTO_COMPILE_STEPS in tiny_decoder/engine.py stands for."""
     import time
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    import tiny_decoder  # noqa: F401
     from tiny_decoder.engine import Engine
 
-    model = AutoModelForCausalLM.from_pretrained(a.model).eval()
-    tok = AutoTokenizer.from_pretrained(a.model)
-    prompt = [tok.eos_token_id] + tok(a.prompt, add_special_tokens=False)["input_ids"]
+    model, _, prompt = load(a)
     print("| batch | eager ms/step | compiled ms/step | compilation, s | break-even decode steps |\n|---|---|---|---|---|")
     for batch in (1, a.batch):
         timed = {}
@@ -107,6 +143,8 @@ def main(argv=None):
     a = parse(argv if argv is not None else sys.argv[1:])
     if a.break_even:
         return break_even(a)
+    if a.profile:
+        return profile(a)
     if a.row:
         print("ROW " + json.dumps(measure(a)))
         return None

@@ -10,15 +10,13 @@ Trainer; nothing else should run meanwhile.
 """
 
 import argparse
-import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from tiny_decoder.experiments.common import evaluations, metrics, train  # noqa: E402
+from tiny_decoder.experiments.common import evaluations, metrics, run_settings, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,11 +35,7 @@ def parse(argv=None):
 
 def main(argv=None):
     a = parse(argv)
-    base = json.loads(Path(a.config).read_text())
-    if a.dataset_path:
-        base["dataset_path"] = a.dataset_path
-    if not (Path(base["dataset_path"]).exists() or base["dataset_path"] == "hub"):
-        sys.exit(f"error: no data at {base['dataset_path']!r}; pass --dataset_path (a folder with train/validation.jsonl)")
+    base = run_settings(a.config, a.dataset_path)
     base.update(
         max_steps=a.max_steps,
         max_train_minutes=None,  # the same steps in both precisions, whatever their speed

@@ -14,12 +14,11 @@ cores at the config's 13-minute budget).
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from tiny_decoder.experiments.common import evaluations, metrics, pyplot, save_figure, train  # noqa: E402
+from tiny_decoder.experiments.common import evaluations, metrics, pyplot, run_settings, save_figure, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # The 2023 recipe, written out, so the comparison holds whatever configs/tiny_cpu.json adopts.
@@ -57,11 +56,7 @@ def minutes_to(evals: list[dict], target: float) -> float | None:
 
 def main(argv=None):
     a = parse(argv)
-    base = json.loads(Path(a.config).read_text())
-    if a.dataset_path:
-        base["dataset_path"] = a.dataset_path
-    if not (Path(base["dataset_path"]).exists() or base["dataset_path"] == "hub"):
-        sys.exit(f"error: no data at {base['dataset_path']!r}; pass --dataset_path (a folder with train/validation.jsonl)")
+    base = run_settings(a.config, a.dataset_path)
     base.update(eval_steps=a.eval_steps, save_steps=10**9, num_samples=0, report_to="none", overwrite_output_dir=True)
     if a.max_train_minutes:
         base["max_train_minutes"] = a.max_train_minutes

@@ -116,14 +116,15 @@ class Engine:
         (temperature 0 = greedy). `eos_token_id` defaults to the config's."""
         self._check(prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty)
         compiled = self._use_compiled()
-        if compiled and self._compiled is None:
-            self._compiled = self._compiled_step(next(self.model.parameters()).device)
-            self._compiled_for = self.config.to_json_string()
-        if compiled and self.config.to_json_string() != self._compiled_for:
-            raise ValueError(
-                "the model's config changed since this Engine compiled its decode step (e.g. set_early_exit); "
-                "make a new Engine(model, compile=True) for the model as it is now."
-            )
+        if compiled:
+            structure = self.config.to_json_string()
+            if self._compiled is None:
+                self._compiled, self._compiled_for = self._compiled_step(next(self.model.parameters()).device), structure
+            elif structure != self._compiled_for:
+                raise ValueError(
+                    "the model's config changed since this Engine compiled its decode step (e.g. set_early_exit); "
+                    "make a new Engine(model) for the model as it is now."
+                )
         from transformers import StaticCache
 
         model, cfg = self.model, self.config

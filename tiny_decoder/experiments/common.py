@@ -26,6 +26,19 @@ def train(values: dict, title: str) -> Path:
     return Path(values["output_dir"])
 
 
+def run_settings(config: str, dataset_path: str | None = None) -> dict:
+    """A training argument file (e.g. configs/tiny_cpu.json) as a dict, its data folder replaced by `dataset_path`
+    when given; exits with one line when that folder is missing."""
+    import sys
+
+    values = json.loads(Path(config).read_text())
+    if dataset_path:
+        values["dataset_path"] = dataset_path
+    if not (Path(values["dataset_path"]).exists() or values["dataset_path"] == "hub"):
+        sys.exit(f"error: no data at {values['dataset_path']!r}; pass --dataset_path (a folder with train/validation.jsonl)")
+    return values
+
+
 def metrics(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(folder) / "metrics.jsonl").read_text().splitlines()]
 

@@ -18,8 +18,9 @@ RENAMES = {".attn_norm.": ".input_layernorm.", ".mlp_norm.": ".post_attention_la
 LLAMA_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope")
 
 
-def llama_blockers(config) -> list[str]:
-    """The fields (as `name=value`) that keep `config` from being a Llama; empty when it is one."""
+def llama_blockers(config, qk_norm_ok: bool = False) -> list[str]:
+    """The fields (as `name=value`) that keep `config` from being a Llama (with `qk_norm_ok`, a Llama or a Qwen3,
+    which differ by QK-norm only); empty when it is one."""
     blockers = []
 
     def need(name, ok):
@@ -34,7 +35,7 @@ def llama_blockers(config) -> list[str]:
     need("residual", config.residual == "add")
     need("sliding_window", config.sliding_window is None)
     need("early_exit_threshold", config.early_exit_threshold is None or config.early_exit_threshold >= 1)
-    need("qk_norm", not getattr(config, "qk_norm", False))
+    need("qk_norm", qk_norm_ok or not getattr(config, "qk_norm", False))
     need("final_logit_softcapping", getattr(config, "final_logit_softcapping", None) is None)
     rope = config.rope_parameters or {}
     if config.position_embedding == "rope":
@@ -52,7 +53,7 @@ def hf_architecture(config) -> str:
 
 def hf_blockers(config) -> list[str]:
     """The fields that keep `config` from being a Llama, or with QK-norm a Qwen3; empty when it is one."""
-    blockers = [b for b in llama_blockers(config) if not b.startswith("qk_norm=")]
+    blockers = llama_blockers(config, qk_norm_ok=True)
     if hf_architecture(config) == "qwen3" and config.mlp_bias:
         blockers.append("mlp_bias=True")  # Qwen3's MLP has no biases
     return blockers
