@@ -24,6 +24,17 @@ VARIANTS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def quick_compile(request, monkeypatch):
+    """The compiled tests trace without max_autotune (its GEMM search costs ~15 s a graph); one test keeps the
+    shipped options (marked `shipped_options`)."""
+    import tiny_decoder.engine as engine_module
+
+    if "shipped_options" not in request.keywords:
+        quick = {k: v for k, v in engine_module.CPU_COMPILE_OPTIONS.items() if not k.startswith("max_autotune")}
+        monkeypatch.setattr(engine_module, "CPU_COMPILE_OPTIONS", quick)
+
+
 def model_with(**over):
     torch.manual_seed(0)
     return TinyDecoderForCausalLM(small_config(eos_token_id=EOS, pad_token_id=PAD, **over)).eval()
@@ -64,9 +75,31 @@ def test_repetition_penalty_is_generates():
 
 
 @pytest.mark.slow
+@pytest.mark.shipped_options
 def test_the_compiled_step_gives_the_same_tokens():
+    # The shipped CPU options: frozen weights, inductor's own GEMMs (max_autotune), the C++ wrapper; rows that stop
+    # at their EOS at different steps, more steps than the stop check's interval.
     model = model_with(num_key_value_heads=1)
+    free = Engine(model, compile=False).generate(PROMPTS, 20, eos_token_id=-1)
+    eos = free[1][3]
+    engine = Engine(model, compile=True)
+    for stop in (EOS, eos):
+        assert engine.generate(PROMPTS, 20, eos_token_id=stop) == generate_reference(model, PROMPTS, 20, eos=stop, do_sample=False)
+
+
+@pytest.mark.slow
+def test_a_compiled_engine_keeps_its_cache_an_input_and_refuses_changed_weights():
+    model = model_with()
+    engine = Engine(model, compile=True)
+    reference = generate_reference(model, PROMPTS, 12, do_sample=False)
+    assert engine.generate(PROMPTS, 12) == reference
+    assert engine.generate(PROMPTS, 12) == reference  # the same step again: a frozen cache would repeat one slot
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.5)  # as an optimizer step or load_state_dict would, in place
+    with pytest.raises(ValueError, match="weights changed since this Engine compiled"):
+        engine.generate(PROMPTS, 12)
     assert Engine(model, compile=True).generate(PROMPTS, 12) == generate_reference(model, PROMPTS, 12, do_sample=False)
+
 
 
 @pytest.mark.slow

@@ -7,13 +7,21 @@ Design choices (nanochat's Engine and gpt-fast are the anchors):
 - One preallocated static KV cache (transformers' `StaticCache`) for the whole batch: prompts of different lengths are
   left-padded and masked, positions count real tokens only (as generate() does), so greedy decoding gives exactly
   generate()'s tokens.
-- One decode step is a function (token, position, mask) -> next-token logits; with `compile=True` it gets the
-  whole-cache mask, so its shapes are fixed and torch.compile traces it once per (batch, length) (the static cache's
-  write index is a tensor); on CPU through inductor's C++ wrapper, since per-kernel Python calls are a large share there.
+- One decode step is a function (token, position, slot, mask) -> (next-token logits, their argmax); it marks the new
+  token's own slot in the mask itself. With `compile=True` it gets the whole-cache mask, so its shapes are fixed and
+  torch.compile traces it once per (batch, cache bucket) (the static cache's write index is a tensor). On CPU the
+  compiled step is dozens of microsecond-sized kernels, so every fixed cost counts: inductor's C++ wrapper calls them
+  without a Python line each; the weights are frozen into the step (inductor's `freezing`) and its matrix-vector
+  products are inductor's own generated C++ GEMMs, chosen by measurement (`max_autotune`; MKL's path for one row
+  was the largest single cost of a step on an AMD CPU). Frozen weights are a copy: an Engine refuses a model whose
+  weights changed since it compiled (make a new one).
   Each Engine compiles its own copy of the step (torch.compile caches per code object), so Dynamo's per-call guards
   can be cut to the tensor guards (shapes, dtypes, devices): the step is microseconds of kernels and the full guard set
   over every module attribute cost ~20 % of it. What the dropped guards watched - the model's structure - is checked
   once per `generate` call instead: a model whose config changed needs a new Engine.
+- The host loop does as little as it can per token: the greedy token comes out of the step, positions and slots are
+  made once per call, and whether every row has stopped is read every STOP_CHECK steps (rows past their EOS decode on
+  and are cut afterwards; rows never see each other, so the others' tokens are unchanged).
 - `compile="auto"` (the default) decodes eagerly until the Engine has run AUTO_COMPILE_STEPS steps, then compiles:
   compiling costs seconds, which only long or repeated use pays back.
 - Sampling stays on the device: temperature, top-k, top-p, repetition penalty, a torch.Generator per call (seed).
@@ -30,6 +38,9 @@ import torch
 
 _ENGINES = itertools.count()
 CACHE_BUCKET = 64  # compiled steps are traced for cache lengths in multiples of this
+STOP_CHECK = 8  # without a stream, whether every row has made its EOS is read (a host sync) every this many steps
+# The compiled step on CPU: the C++ wrapper, frozen weights, inductor's C++ GEMMs where they measure faster than ATen's.
+CPU_COMPILE_OPTIONS = {"cpp_wrapper": True, "freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
 # compile="auto": the eager decode steps after which an Engine compiles. Renting before buying: by then eager decoding
 # has cost about what compiling does with inductor's cache warm (bench/engine.py --break_even: 4.4 s, 2.3 ms a step
 # at batch 1 on a 2-core CPU), so with the cache warm a run costs at most about twice the better of the two choices
@@ -49,8 +60,9 @@ class Engine:
         self.config = model.config
         self.compile = compile
         self.eager_steps = 0  # decode steps run without the compiled step ("auto" counts them)
-        self._compiled_for = None  # the config the compiled step was traced for
+        self._compiled_for = None  # the config and weights the compiled step was traced for
         self._compiled = None  # this Engine's compiled step, made at its first use
+        self._traced = set()  # the (batch, cache length) shapes it has been traced for (one graph each)
         if getattr(self.config, "attention_type", "softmax") == "linear":
             raise ValueError(
                 "attention_type='linear' sums over every cached slot, so it cannot use the engine's static cache; "
@@ -74,18 +86,31 @@ class Engine:
         func = self._decode.__func__
         code = func.__code__.replace(co_name=f"_decode_engine_{next(_ENGINES)}")  # a cache of its own in Dynamo
         own = types.MethodType(types.FunctionType(code, func.__globals__, code.co_name, func.__defaults__), self)
-        # On CPU the compiled step is dozens of microsecond-sized kernels: inductor's C++ wrapper calls them without
-        # a Python line each (batch 1: ~2,400 -> ~2,900 tokens/s on the CPU it was tuned on).
         options = {"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe}
         if device.type == "cpu":
-            options["cpp_wrapper"] = True
+            options.update(CPU_COMPILE_OPTIONS)
         return torch.compile(own, fullgraph=True, dynamic=False, options=options)
 
-    def _compiled_call(self, token, position, mask, cache) -> tuple[bool, torch.Tensor | None]:
+    def _traced_for(self):
+        """What the compiled step assumes: the config (its structure) and the weights it froze (each tensor's
+        storage and in-place version, so training, load_state_dict or pruning after compiling is seen)."""
+        tensors = itertools.chain(self.model.parameters(), self.model.buffers())
+        return self.config.to_json_string(), [(t.data_ptr(), t._version) for t in tensors]
+
+    def _compiled_call(self, token, position, slot, mask, cache) -> tuple[bool, tuple | None]:
         """The compiled step on the whole mask (one shape for every step); under "auto", a failed compilation
         (e.g. no C++ compiler) turns this Engine eager with a warning: (False, None)."""
         try:
-            return True, self._compiled(token, position, mask, cache)
+            if mask.shape in self._traced:
+                return True, self._compiled(token, position, slot, mask, cache)
+            # A call that traces: Dynamo reads inductor's config (freezing decides whether the weights become
+            # constants) while tracing, before torch.compile's options apply; patching costs ~30 us, so only here.
+            import torch._inductor.config as inductor_config
+
+            with inductor_config.patch(CPU_COMPILE_OPTIONS if mask.device.type == "cpu" else {}):
+                out = self._compiled(token, position, slot, mask, cache)
+            self._traced.add(mask.shape)
+            return True, out
         except Exception as err:
             if self.compile != "auto" or not isinstance(err, torch._dynamo.exc.BackendCompilerFailed):
                 raise
@@ -95,9 +120,12 @@ class Engine:
             self.compile = False
             return False, None
 
-    def _decode(self, token, position, mask, cache):
-        """(B, 1) token ids at (B, 1) positions, (B, L) mask over the whole cache -> (B, V) logits of the next token."""
-        return self.model(input_ids=token, position_ids=position, attention_mask=mask, cache=cache, use_cache=True).logits[:, -1]
+    def _decode(self, token, position, slot, mask, cache):
+        """(B, 1) token ids at (B, 1) positions, their mask column `slot` (1,), the (B, L) mask -> (B, V) logits of
+        the next token and its (B,) argmax (greedy decoding's token, so the host does not compute it)."""
+        mask.index_fill_(1, slot, 1)
+        logits = self.model(input_ids=token, position_ids=position, attention_mask=mask, cache=cache, use_cache=True).logits[:, -1]
+        return logits, logits.argmax(-1)
 
     @torch.no_grad()
     def generate(
@@ -117,13 +145,15 @@ class Engine:
         self._check(prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty)
         compiled = self._use_compiled()
         if compiled:
-            structure = self.config.to_json_string()
+            traced_for = self._traced_for()
             if self._compiled is None:
-                self._compiled, self._compiled_for = self._compiled_step(next(self.model.parameters()).device), structure
-            elif structure != self._compiled_for:
+                self._compiled, self._compiled_for = self._compiled_step(next(self.model.parameters()).device), traced_for
+            elif traced_for != self._compiled_for:
+                what = "config" if traced_for[0] != self._compiled_for[0] else "weights"
                 raise ValueError(
-                    "the model's config changed since this Engine compiled its decode step (e.g. set_early_exit); "
-                    "make a new Engine(model) for the model as it is now."
+                    f"the model's {what} changed since this Engine compiled its decode step (it holds what it was "
+                    "traced for: e.g. set_early_exit, training, load_state_dict); make a new Engine(model) for the "
+                    "model as it is now."
                 )
         from transformers import StaticCache
 
@@ -142,39 +172,46 @@ class Engine:
         logits = model(input_ids=ids, position_ids=positions, attention_mask=mask[:, :width], cache=cache, use_cache=True).logits[
             :, -1
         ]
+        if compiled and next(model.parameters()).device.type == "cpu":
+            unpin(cache)
         generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
         seen = None  # tokens already in each row, for the repetition penalty only
         if repetition_penalty != 1.0:
             seen = torch.zeros(batch, cfg.vocab_size, dtype=torch.bool, device=device)
             seen.scatter_(1, ids, mask[:, :width].bool())
+        greedy = temperature == 0 and repetition_penalty == 1.0
+        steps = torch.arange(max_new_tokens, device=device)
+        position_at = (lengths[None, :, None] + steps[:, None, None]).unbind(0)  # step i's (B, 1) input positions
+        slot_at = (width + steps)[:, None].unbind(0)  # and its mask column, (1,)
+        made, alive = [], [True] * batch  # alive: rows without their EOS yet, kept on the host when streaming
         done = torch.zeros(batch, dtype=torch.bool, device=device)
-        made = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=device)
-        count = torch.zeros(batch, dtype=torch.long, device=device)  # tokens each row made, its EOS included
-        pad_token = torch.tensor(pad, device=device)
+        best = logits.argmax(-1)
         for i in range(max_new_tokens):
-            token = sample(logits.float(), temperature, top_k, top_p, repetition_penalty, seen, generator)
-            token = torch.where(done, pad_token, token)
-            made[:, i] = token
-            count += (~done).long()
-            if stream is not None:
-                for row in (~done).nonzero().flatten().tolist():
-                    stream(row, int(token[row]))
-            if repetition_penalty != 1.0:
+            token = best if greedy else sample(logits.float(), temperature, top_k, top_p, repetition_penalty, seen, generator)
+            made.append(token)
+            if seen is not None:
                 seen.scatter_(1, token[:, None], True)
-            if eos is not None:
-                done |= token == eos
-                if bool(done.all()):  # one sync a step, only when rows can stop
+            if stream is not None:  # a host read per step anyway: the stop check rides on it
+                for row, value in enumerate(token.tolist()):
+                    if alive[row]:
+                        stream(row, value)
+                        alive[row] = value != eos
+                if not any(alive):
+                    break
+            elif eos is not None and (i % STOP_CHECK == STOP_CHECK - 1 or i == max_new_tokens - 1):
+                done |= (torch.stack(made[-STOP_CHECK:]) == eos).any(0)
+                if bool(done.all()):
                     break
             if i == max_new_tokens - 1:
                 break
-            mask[:, width + i] = 1
-            token, position = token[:, None], (lengths + i)[:, None]
+            step = (token[:, None], position_at[i], slot_at[i])
             if compiled:
-                compiled, logits = self._compiled_call(token, position, mask, cache)
+                compiled, out = self._compiled_call(*step, mask, cache)
             if not compiled:  # the slots filled so far, as generate() passes them
-                logits = self._decode(token, position, mask[:, : width + i + 1], cache)
+                out = self._decode(*step, mask[:, : width + i + 1], cache)
                 self.eager_steps += 1
-        return [row[:n] for row, n in zip(made.tolist(), count.tolist())]
+            logits, best = out
+        return [cut(row, eos) for row in torch.stack(made, 1).tolist()]
 
     def _check(self, prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty):
         """Every argument, before any tensor is made: one message naming the value and what is allowed."""
@@ -213,6 +250,21 @@ class Engine:
             raise ValueError(f"top_p={top_p!r} must be in (0, 1], or None (off).")
         if not number(repetition_penalty) or not repetition_penalty > 0:
             raise ValueError(f"repetition_penalty={repetition_penalty!r} must be a finite number > 0.")
+
+
+def cut(row: list[int], eos: int | None) -> list[int]:
+    """A row's tokens up to and with its first EOS (the steps it decoded after that are dropped)."""
+    return row[: row.index(eos) + 1] if eos is not None and eos in row else row
+
+
+def unpin(cache) -> None:
+    """Let the compiled step take the cache's tensors as inputs again: transformers' StaticCache marks them as static
+    addresses (for CUDA graphs), and inductor's freezing folds such tensors into the step as constants - the cache
+    would stop changing."""
+    for layer in cache.layers:
+        for value in vars(layer).values():
+            if isinstance(value, torch.Tensor):
+                value.__dict__.pop("_dynamo_static_input_type", None)
 
 
 def sample(logits, temperature, top_k, top_p, repetition_penalty, seen, generator) -> torch.Tensor:
