@@ -84,7 +84,9 @@ def test_the_compiled_step_gives_the_same_tokens():
     eos = free[1][3]
     engine = Engine(model, compile=True)
     for stop in (EOS, eos):
-        assert engine.generate(PROMPTS, 20, eos_token_id=stop) == generate_reference(model, PROMPTS, 20, eos=stop, do_sample=False)
+        assert engine.generate(PROMPTS, 20, eos_token_id=stop) == generate_reference(
+            model, PROMPTS, 20, eos=stop, do_sample=False
+        )
 
 
 @pytest.mark.slow
@@ -99,7 +101,6 @@ def test_a_compiled_engine_keeps_its_cache_an_input_and_refuses_changed_weights(
     with pytest.raises(ValueError, match="weights changed since this Engine compiled"):
         engine.generate(PROMPTS, 12)
     assert Engine(model, compile=True).generate(PROMPTS, 12) == generate_reference(model, PROMPTS, 12, do_sample=False)
-
 
 
 @pytest.mark.slow

@@ -124,7 +124,9 @@ class Engine:
         """(B, 1) token ids at (B, 1) positions, their mask column `slot` (1,), the (B, L) mask -> (B, V) logits of
         the next token and its (B,) argmax (greedy decoding's token, so the host does not compute it)."""
         mask.index_fill_(1, slot, 1)
-        logits = self.model(input_ids=token, position_ids=position, attention_mask=mask, cache=cache, use_cache=True).logits[:, -1]
+        logits = self.model(input_ids=token, position_ids=position, attention_mask=mask, cache=cache, use_cache=True).logits[
+            :, -1
+        ]
         return logits, logits.argmax(-1)
 
     @torch.no_grad()
