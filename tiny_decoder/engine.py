@@ -42,10 +42,10 @@ STOP_CHECK = 8  # without a stream, whether every row has made its EOS is read (
 # The compiled step on CPU: the C++ wrapper, frozen weights, inductor's C++ GEMMs where they measure faster than ATen's.
 CPU_COMPILE_OPTIONS = {"cpp_wrapper": True, "freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
 # compile="auto": the eager decode steps after which an Engine compiles. Renting before buying: by then eager decoding
-# has cost about what compiling does with inductor's cache warm (bench/engine.py --break_even: 4.4 s, 2.3 ms a step
-# at batch 1 on a 2-core CPU), so with the cache warm a run costs at most about twice the better of the two choices
-# made in hindsight (with a cold cache, 19 s there, compiling comes early and the bound is ~5x).
-AUTO_COMPILE_STEPS = 2048
+# has cost about what compiling does (bench/engine.py --break_even on a 2-core CPU: 18 s of compilation - frozen
+# weights and the GEMM search are not cached across processes - against 1.95 -> 0.29 ms a step at batch 1, break-even
+# ~11,000 steps; batch 32 ~8,300), so a run costs at most about twice the better of the two choices made in hindsight.
+AUTO_COMPILE_STEPS = 10_000
 
 
 class Engine:
