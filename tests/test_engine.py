@@ -104,7 +104,7 @@ def test_a_compiled_engine_keeps_its_cache_an_input_and_refuses_changed_weights(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mqa", "sliding_window"])
+@pytest.mark.parametrize("name", ["mqa", "sliding_window", "alibi"])
 def test_a_compiled_engine_reuses_its_step_for_other_prompt_and_output_lengths(name):
     model = model_with(**VARIANTS[name])
     engine = Engine(model, compile=True)

@@ -13,8 +13,9 @@ Design choices (nanochat's Engine and gpt-fast are the anchors):
   compiled step is dozens of microsecond-sized kernels, so every fixed cost counts: inductor's C++ wrapper calls them
   without a Python line each; the weights are frozen into the step (inductor's `freezing`) and its matrix-vector
   products are inductor's own generated C++ GEMMs, chosen by measurement (`max_autotune`; MKL's path for one row
-  was the largest single cost of a step on an AMD CPU). Frozen weights are a copy: an Engine refuses a model whose
-  weights changed since it compiled (make a new one).
+  was the largest single cost of a step on an AMD CPU); attention for the one new query is a multiply-reduce over the
+  cache that inductor fuses (`one_query_attention`), not the CPU flash kernel's BLAS call per row and head. Frozen
+  weights are a copy: an Engine refuses a model whose weights changed since it compiled (make a new one).
   Each Engine compiles its own copy of the step (torch.compile caches per code object), so Dynamo's per-call guards
   can be cut to the tensor guards (shapes, dtypes, devices): the step is microseconds of kernels and the full guard set
   over every module attribute cost ~20 % of it. What the dropped guards watched - the model's structure - is checked
@@ -86,10 +87,10 @@ class Engine:
         func = self._decode.__func__
         code = func.__code__.replace(co_name=f"_decode_engine_{next(_ENGINES)}")  # a cache of its own in Dynamo
         own = types.MethodType(types.FunctionType(code, func.__globals__, code.co_name, func.__defaults__), self)
-        options = {"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe}
-        if device.type == "cpu":
-            options.update(CPU_COMPILE_OPTIONS)
-        return torch.compile(own, fullgraph=True, dynamic=False, options=options)
+        guards = {"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe}
+        if device.type != "cpu":
+            return torch.compile(own, fullgraph=True, dynamic=False, options=guards)
+        return torch.compile(own, fullgraph=True, dynamic=False, backend=inductor_one_query_attention, options=guards)
 
     def _traced_for(self):
         """What the compiled step assumes: the config (its structure) and the weights it froze (each tensor's
@@ -103,8 +104,9 @@ class Engine:
         try:
             if mask.shape in self._traced:
                 return True, self._compiled(token, position, slot, mask, cache)
-            # A call that traces: Dynamo reads inductor's config (freezing decides whether the weights become
-            # constants) while tracing, before torch.compile's options apply; patching costs ~30 us, so only here.
+            # A call that traces and compiles, under the CPU options: Dynamo reads inductor's config (freezing decides
+            # whether the weights become constants) while tracing, so options given to torch.compile come too late
+            # for it; patching costs ~30 us, so only here.
             import torch._inductor.config as inductor_config
 
             with inductor_config.patch(CPU_COMPILE_OPTIONS if mask.device.type == "cpu" else {}):
@@ -252,6 +254,31 @@ class Engine:
             raise ValueError(f"top_p={top_p!r} must be in (0, 1], or None (off).")
         if not number(repetition_penalty) or not repetition_penalty > 0:
             raise ValueError(f"repetition_penalty={repetition_penalty!r} must be a finite number > 0.")
+
+
+def one_query_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """scaled_dot_product_attention for one new token per row, written as multiply-reduce: inductor fuses it into a
+    loop over the cache, where the CPU flash kernel makes a BLAS matrix-vector call per (row, head) - the largest
+    cost of a batch-32 step (3.7 against 4.7 ms). Anything else keeps the kernel (NotImplemented)."""
+    if q.shape[-2] != 1 or dropout_p != 0.0 or is_causal:
+        return NotImplemented
+    if k.shape[1] != q.shape[1]:  # grouped KV heads: query head h reads KV head h // group, as repeat_kv does
+        k, v = (x.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for x in (k, v))
+    scores = (q * k).sum(-1) * (q.shape[-1] ** -0.5 if scale is None else scale)  # (B, H, L)
+    if attn_mask is not None:
+        mask = attn_mask[..., 0, :]
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    weights = scores.float().softmax(-1).to(v.dtype)
+    return (weights[..., None] * v).sum(-2, keepdim=True).to(q.dtype)  # (B, H, 1, d)
+
+
+def inductor_one_query_attention(graph, example_inputs):
+    """Inductor with one_query_attention in place of the attention kernel (the rest of its decompositions kept)."""
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.decomposition import select_decomp_table
+
+    table = {**select_decomp_table(), torch.ops.aten.scaled_dot_product_attention.default: one_query_attention}
+    return compile_fx(graph, example_inputs, decompositions=table)
 
 
 def cut(row: list[int], eos: int | None) -> list[int]:
