@@ -256,3 +256,32 @@ def test_the_package_samples_through_the_engine(tiny_tokenizer):
     ).eval()
     same_length = [[tiny_tokenizer.eos_token_id, 40], [tiny_tokenizer.eos_token_id, 50]]  # linear attention: no padding
     assert len(sample_texts(linear, tiny_tokenizer, same_length, 5, seed=7)) == 2  # generate() where the engine cannot go
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_one_query_attention_is_the_cpu_attention_kernel(mask_kind, kv_heads):
+    # What the compiled CPU step uses in place of the flash kernel: the same output and logsumexp, in float64.
+    from tiny_decoder.engine import one_query_attention
+
+    torch.manual_seed(0)
+    q = torch.randn(3, 4, 1, 8, dtype=torch.float64) * 3
+    k, v = (torch.randn(3, kv_heads, 10, 8, dtype=torch.float64) * 3 for _ in range(2))
+    mask = None
+    if mask_kind == "bool":
+        mask = torch.ones(3, 1, 1, 10, dtype=torch.bool)
+        mask[0, ..., :4] = False  # left padding
+        mask[2, ..., 7:] = False  # slots not written yet
+    elif mask_kind == "additive":
+        mask = torch.randn(3, 4, 1, 10, dtype=torch.float64)  # e.g. ALiBi's bias
+    out, lse = one_query_attention(q, k, v, attn_mask=mask, scale=0.3)
+    rep = 4 // kv_heads
+    kk, vv = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, scale=0.3)
+    scores = (q @ kk.transpose(-1, -2)).squeeze(-2) * 0.3
+    if mask is not None:
+        scores = scores.masked_fill(~mask[..., 0, :], float("-inf")) if mask.dtype == torch.bool else scores + mask[..., 0, :]
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-10)
+    assert torch.allclose(lse, scores.logsumexp(-1, keepdim=True), atol=1e-10)
+    assert one_query_attention(q.expand(3, 4, 2, 8), k, v) is NotImplemented  # prefill shapes keep the kernel
+    assert one_query_attention(q, k, v, dropout_p=0.1) is NotImplemented
