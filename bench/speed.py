@@ -8,6 +8,7 @@ MFU yardstick of the training logs), then Llama's tokens/s and the ratio, all me
 
     python bench/speed.py                          # hidden 256, 4 layers, 8 heads, 2 kv heads, ctx 256, fp32
     python bench/speed.py --autocast bf16          # the training step under bf16 autocast (CPUs with bf16 units)
+    python bench/speed.py --autocast bf16 --fused_loss   # ours with the LM head + loss fused (Llama's row unfused)
     python bench/speed.py --device cuda --dtype bfloat16
 """
 
@@ -43,7 +44,7 @@ def build(kind, a, device, dtype):
     )
     torch.manual_seed(0)
     if kind == "tiny-decoder":
-        cfg = TinyDecoderConfig(position_embedding="rope", norm="rmsnorm", hidden_act="swiglu", **shape)
+        cfg = TinyDecoderConfig(position_embedding="rope", norm="rmsnorm", hidden_act="swiglu", fused_loss=a.fused_loss, **shape)
         model = TinyDecoderForCausalLM._from_config(cfg, attn_implementation="sdpa")
     else:
         cfg = LlamaConfig(hidden_act="silu", rms_norm_eps=1e-5, **shape)
@@ -149,6 +150,7 @@ def main():
     p.add_argument("--gen_repeats", type=int, default=2)
     p.add_argument("--rounds", type=int, default=7, help="training rounds, alternating the two models (odd: a median)")
     p.add_argument("--no_compile", action="store_true", help="Skip the torch.compile generation row.")
+    p.add_argument("--fused_loss", action="store_true", help="Our model trains with config.fused_loss (Llama cannot).")
     p.add_argument("--memory_only", choices=KINDS, help=argparse.SUPPRESS)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])

@@ -74,6 +74,10 @@ class TinyDecoderConfig(PretrainedConfig):
             keeps attention logits bounded at high learning rates).
         final_logit_softcapping (`float`, *optional*):
             Logits become `cap * tanh(logits / cap)` (Gemma 2's name and form); `None`: no cap.
+        fused_loss (`bool`, *optional*, defaults to `False`):
+            When training with labels (and no soft-capping), the LM head and the cross-entropy run as one step a block
+            of rows at a time (fused_loss.py): the same loss and gradients without the full logits, which the output
+            then leaves out (`logits=None`). Faster and lighter under bf16 autocast at small hidden sizes.
         zero_init_output_projections (`bool`, *optional*, defaults to `False`):
             Initialise attention's `o_proj` and the MLP's `down_proj` at zero (modded-nanogpt), so each block starts
             as the identity; `False`: GPT-2's 1/sqrt(2 * layers)-scaled normal init.
@@ -167,6 +171,7 @@ class TinyDecoderConfig(PretrainedConfig):
         hidden_act: str = "swiglu",
         qk_norm: bool = False,
         final_logit_softcapping: float | None = None,
+        fused_loss: bool = False,
         zero_init_output_projections: bool = False,
         sliding_window: int | None = None,
         attention_type: str = "softmax",
@@ -225,6 +230,7 @@ class TinyDecoderConfig(PretrainedConfig):
         self.hidden_act = hidden_act
         self.qk_norm = qk_norm
         self.final_logit_softcapping = final_logit_softcapping
+        self.fused_loss = fused_loss
         self.zero_init_output_projections = zero_init_output_projections
         if hidden_act != "swiglu":  # a plain MLP has no gate_proj: the sharding plan names only layers that exist
             self.base_model_tp_plan = {k: v for k, v in type(self).base_model_tp_plan.items() if "gate_proj" not in k}

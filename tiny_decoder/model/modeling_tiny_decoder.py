@@ -29,6 +29,8 @@ Design choices (each set by a field of `TinyDecoderConfig`):
 - MLP: up -> activation -> down (GELU, ReLU, SiLU, squared ReLU), or SwiGLU's gated pair.
 - QK-norm (`qk_norm`, Qwen3's form): RMSNorm over the head dimension on q and k before RoPE.
 - Logit soft-capping (`final_logit_softcapping`, Gemma 2): cap * tanh(logits / cap).
+- Fused head + loss (`fused_loss`, fused_loss.py): in training, the LM head and cross-entropy a block of rows at a
+  time, gradients made in the forward pass; the full logits never exist (the output's logits are None).
 - Norms: RMSNorm or LayerNorm, statistics in float32.
 - LM head tied to the token embedding by default; GPT-2 init (std 0.02, residual projections
   scaled by 1/sqrt(2 * layers), or zero with `zero_init_output_projections`).
@@ -66,6 +68,7 @@ from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY, capture_ou
 
 from .configuration_tiny_decoder import TinyDecoderConfig
 from .early_exit import DynamicDepth, early_exit_kwargs, exit_losses, uses_dynamic_depth
+from .fused_loss import fused_causal_lm_loss
 from .linear_attention import check_inputs as check_linear_attention_inputs
 from .linear_attention import linear_attention
 from .norms import at_least_float32, build_norm, build_qk_norm
@@ -459,14 +462,18 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
             **{**kwargs, **depth},
         )
         h = outputs.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(h[:, keep, :])
-        if self.config.final_logit_softcapping is not None:  # Gemma 2: cap * tanh(logits / cap)
-            cap = self.config.final_logit_softcapping
-            logits = cap * torch.tanh(logits / cap)
-        loss = None
+        loss = logits = None
+        if self._fuses_loss(labels, kwargs):  # the head and the loss in blocks of rows; no logits kept
+            loss = fused_causal_lm_loss(h, self.lm_head.weight, labels, kwargs.get("num_items_in_batch"))
+        else:
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(h[:, keep, :])
+            if self.config.final_logit_softcapping is not None:  # Gemma 2: cap * tanh(logits / cap)
+                cap = self.config.final_logit_softcapping
+                logits = cap * torch.tanh(logits / cap)
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            if loss is None:
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
             if "output_hidden_states" in depth:  # the exit losses: hidden_states are the embeddings, then each block's output
                 loss = loss + self.config.early_exit_loss_weight * exit_losses(self, outputs.hidden_states[1:], labels)
         return TinyDecoderCausalLMOutput(
@@ -476,6 +483,17 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             exit_layer=outputs.exit_layer,
+        )
+
+    def _fuses_loss(self, labels, kwargs) -> bool:
+        """config.fused_loss applies while training with labels, gradients on, no soft-cap and no precomputed shift."""
+        return (
+            getattr(self.config, "fused_loss", False)
+            and labels is not None
+            and self.training
+            and torch.is_grad_enabled()
+            and self.config.final_logit_softcapping is None
+            and "shift_labels" not in kwargs
         )
 
     def set_early_exit(self, threshold: float | None, min_layer: int | None = None):
