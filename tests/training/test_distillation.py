@@ -277,3 +277,15 @@ def test_a_pruned_folder_is_distilled_from_its_teacher(workdir, teacher_dir, tmp
     card = (out / "README.md").read_text()
     assert "knowledge-distillation" in card and "from-scratch" not in card
     assert "base_model:" not in card and str(tmp_path / "pruned") in card  # a local path is named, not Hub metadata
+
+
+def test_a_student_saved_with_fused_loss_distils_with_its_logits(tiny_tokenizer):
+    # A student pruned from a teacher trained with config.fused_loss inherits it; the divergence needs its logits.
+    student, teacher = pair(fused_loss=True)
+    b = batch()
+    assert student.train()(**b).logits is None  # what the objective would get without prepare()
+    objective = DistillationObjective(teacher, "t", alpha=0.5, temperature=1.0)
+    objective.prepare(student, tiny_tokenizer)
+    loss, extras = objective(student, b)
+    loss.backward()
+    assert student.config.fused_loss is False and extras["kl"] > 0 and torch.isfinite(loss)

@@ -148,6 +148,8 @@ class DistillationObjective(CausalLMObjective):
 
     def prepare(self, model, tokenizer, accelerator=None, compile: bool = False) -> None:
         check_same_vocabulary(self.teacher, self.teacher_name, model.config, tokenizer)
+        if getattr(model.config, "fused_loss", False):  # e.g. pruned from a teacher trained with it
+            model.config.fused_loss = False  # the divergence needs the student's logits, which the fused loss omits
         if accelerator is not None:
             self.teacher.to(accelerator.device)
         if compile:  # fuses the softmaxes and the sum over the vocabulary: about half the KD step's cost on CPU
