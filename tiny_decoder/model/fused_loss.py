@@ -1,8 +1,9 @@
 """The LM head and the next-token cross-entropy as one step, a block of rows at a time (config.fused_loss).
 
 Why: at a small hidden size the (tokens x vocabulary) logits cost more than the model that makes them. Under bf16
-autocast on a CPU the unfused head + loss took about half of a training step (bench/speed.py --fused_loss): the
-logits are made in bf16, copied to fp32, log-softmaxed, the same again backwards. Here each block's logits live only
+autocast on a CPU the unfused head + loss took about half of make train's step (bench/step_profile.py shows the
+pieces): the logits are made in bf16, copied to fp32, log-softmaxed, the same again backwards; bench/speed.py
+--fused_loss measures the step with this instead (1.27x the tokens/s there). Here each block's logits live only
 while its loss and its gradient are made (softmax - one-hot, in fp32), and the gradients of the hidden states and of
 the head's weight leave the forward pass already computed; backward only scales them. Same loss and gradients as
 `lm_head` + transformers' ForCausalLMLoss (shift, -100 ignored, `num_items_in_batch`), the logits never returned.

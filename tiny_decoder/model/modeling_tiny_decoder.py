@@ -486,7 +486,8 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
         )
 
     def _fuses_loss(self, labels, kwargs) -> bool:
-        """config.fused_loss applies while training with labels, gradients on, no soft-cap and no precomputed shift."""
+        """config.fused_loss applies while training with labels, gradients on, no soft-cap, no precomputed shift, and a
+        head held whole by this process (a tensor-parallel shard's logits need the gather the plain head does)."""
         return (
             getattr(self.config, "fused_loss", False)
             and labels is not None
@@ -494,6 +495,7 @@ class TinyDecoderForCausalLM(TinyDecoderPreTrainedModel, GenerationMixin):
             and torch.is_grad_enabled()
             and self.config.final_logit_softcapping is None
             and "shift_labels" not in kwargs
+            and type(self.lm_head.weight.data) is torch.Tensor
         )
 
     def set_early_exit(self, threshold: float | None, min_layer: int | None = None):
