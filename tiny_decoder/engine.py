@@ -149,35 +149,11 @@ class Engine:
         self._check(prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty)
         compiled = self._use_compiled()
         if compiled:
-            traced_for = self._traced_for()
-            if self._compiled is None:
-                self._compiled, self._compiled_for = self._compiled_step(next(self.model.parameters()).device), traced_for
-            elif traced_for != self._compiled_for:
-                what = "config" if traced_for[0] != self._compiled_for[0] else "weights"
-                raise ValueError(
-                    f"the model's {what} changed since this Engine compiled its decode step (it holds what it was "
-                    "traced for: e.g. set_early_exit, training, load_state_dict); make a new Engine(model) for the "
-                    "model as it is now."
-                )
-        from transformers import StaticCache
-
-        model, cfg = self.model, self.config
-        device = next(model.parameters()).device
+            self._ready_compiled_step()
+        cfg, device = self.config, next(self.model.parameters()).device
         eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
-        pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
-        lengths = torch.tensor([len(p) for p in prompts], device=device)
-        batch, width = len(prompts), int(lengths.max())
-        total = self._cache_length(width + max_new_tokens, compiled)
-        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
-        mask = torch.zeros(batch, total, dtype=torch.long, device=device)
-        mask[:, :width] = (torch.arange(width, device=device) >= (width - lengths)[:, None]).long()
-        cache = StaticCache(config=cfg, max_cache_len=total)
-        positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, position_ids=positions, attention_mask=mask[:, :width], cache=cache, use_cache=True).logits[
-            :, -1
-        ]
-        if compiled and next(model.parameters()).device.type == "cpu":
-            unpin(cache)
+        ids, lengths, mask, cache, logits = self._prefill(prompts, max_new_tokens, compiled, device)
+        batch, width = ids.shape
         generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
         seen = None  # tokens already in each row, for the repetition penalty only
         if repetition_penalty != 1.0:
@@ -202,7 +178,7 @@ class Engine:
                         alive[row] = value != eos
                 if not any(alive):
                     break
-            elif eos is not None and (i % STOP_CHECK == STOP_CHECK - 1 or i == max_new_tokens - 1):
+            elif eos is not None and i % STOP_CHECK == STOP_CHECK - 1:
                 done |= (torch.stack(made[-STOP_CHECK:]) == eos).any(0)
                 if bool(done.all()):
                     break
@@ -216,6 +192,39 @@ class Engine:
                 self.eager_steps += 1
             logits, best = out
         return [cut(row, eos) for row in torch.stack(made, 1).tolist()]
+
+    def _ready_compiled_step(self):
+        """Make this Engine's compiled step at its first use; refuse a model that changed since it was traced."""
+        traced_for = self._traced_for()
+        if self._compiled is None:
+            self._compiled, self._compiled_for = self._compiled_step(next(self.model.parameters()).device), traced_for
+        elif traced_for != self._compiled_for:
+            what = "config" if traced_for[0] != self._compiled_for[0] else "weights"
+            raise ValueError(
+                f"the model's {what} changed since this Engine compiled its decode step (it holds what it was "
+                "traced for: e.g. set_early_exit, training, load_state_dict); make a new Engine(model) for the "
+                "model as it is now."
+            )
+
+    def _prefill(self, prompts, max_new_tokens, compiled, device):
+        """The left-padded prompts through the model into a fresh static cache: (ids (B, W), lengths (B,), the
+        (B, L) mask over the whole cache, the cache, the (B, V) logits of each row's first new token)."""
+        from transformers import StaticCache
+
+        cfg = self.config
+        pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
+        lengths = torch.tensor([len(p) for p in prompts], device=device)
+        batch, width = len(prompts), int(lengths.max())
+        total = self._cache_length(width + max_new_tokens, compiled)
+        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
+        mask = torch.zeros(batch, total, dtype=torch.long, device=device)
+        mask[:, :width] = (torch.arange(width, device=device) >= (width - lengths)[:, None]).long()
+        cache = StaticCache(config=cfg, max_cache_len=total)
+        positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask[:, :width], cache=cache, use_cache=True)
+        if compiled and device.type == "cpu":
+            unpin(cache)
+        return ids, lengths, mask, cache, out.logits[:, -1]
 
     def _check(self, prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty):
         """Every argument, before any tensor is made: one message naming the value and what is allowed."""
