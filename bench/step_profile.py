@@ -4,6 +4,7 @@ Why bf16 reaches a smaller share of its (higher) matmul rate than fp32 does: the
 operators get faster in bf16 (the matmuls) and which do not (attention, casts, the loss's softmax).
 
     python bench/step_profile.py                        # make train's model shape, batch 16 x 256, eager
+    python bench/step_profile.py --fused_loss           # with make train's fused LM head + loss
 """
 
 import argparse
@@ -24,9 +25,10 @@ def main(argv=None):
     p.add_argument("--block_size", type=int, default=256)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--rows", type=int, default=10)
+    p.add_argument("--fused_loss", action="store_true", help="config.fused_loss: the LM head + loss a block at a time")
     a = p.parse_args(argv)
     torch.manual_seed(0)
-    config = TinyDecoderConfig(**PRESETS[a.preset], vocab_size=a.vocab_size, max_position_embeddings=a.block_size)
+    config = TinyDecoderConfig(**PRESETS[a.preset], vocab_size=a.vocab_size, max_position_embeddings=a.block_size, fused_loss=a.fused_loss)
     model = TinyDecoderForCausalLM(config).train()
     ids = torch.randint(0, a.vocab_size, (a.batch_size, a.block_size))
     for precision in ("no", "bf16"):

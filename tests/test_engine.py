@@ -21,6 +21,7 @@ VARIANTS = {
     "sliding_window": dict(sliding_window=4),
     "layernorm_gelu": dict(norm="layernorm", hidden_act="gelu"),
     "qk_norm_relu2_softcap": dict(qk_norm=True, hidden_act="relu2", final_logit_softcapping=5.0),
+    "biases": dict(attention_bias=True, mlp_bias=True),  # the compiled step concatenates q/k/v and gate/up with these
 }
 
 
@@ -104,7 +105,7 @@ def test_a_compiled_engine_keeps_its_cache_an_input_and_refuses_changed_weights(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mqa", "sliding_window", "alibi"])
+@pytest.mark.parametrize("name", ["mqa", "sliding_window", "alibi", "biases"])
 def test_a_compiled_engine_reuses_its_step_for_other_prompt_and_output_lengths(name):
     model = model_with(**VARIANTS[name])
     engine = Engine(model, compile=True)

@@ -13,8 +13,10 @@ Design choices (nanochat's Engine and gpt-fast are the anchors):
   compiled step is dozens of microsecond-sized kernels, so every fixed cost counts: inductor's C++ wrapper calls them
   without a Python line each; the weights are frozen into the step (inductor's `freezing`) and its matrix-vector
   products are inductor's own generated C++ GEMMs, chosen by measurement (`max_autotune`; MKL's path for one row
-  was the largest single cost of a step on an AMD CPU); attention for the one new query is a multiply-reduce over the
-  cache that inductor fuses (`one_query_attention`), not the CPU flash kernel's BLAS call per row and head. Frozen
+  was the largest single cost of a step on an AMD CPU), and projections of the same input (q/k/v, gate/up) are
+  concatenated into one GEMM at compile time (fused QKV / gate-up without changing the model); attention for the
+  one new query is a multiply-reduce over the cache that inductor fuses (`one_query_attention`), not the CPU flash
+  kernel's BLAS call per row and head. Frozen
   weights are a copy: an Engine refuses a model whose weights changed since it compiled (make a new one).
   Each Engine compiles its own copy of the step (torch.compile caches per code object), so Dynamo's per-call guards
   can be cut to the tensor guards (shapes, dtypes, devices): the step is microseconds of kernels and the full guard set
@@ -41,7 +43,14 @@ _ENGINES = itertools.count()
 CACHE_BUCKET = 64  # compiled steps are traced for cache lengths in multiples of this
 STOP_CHECK = 8  # without a stream, whether every row has made its EOS is read (a host sync) every this many steps
 # The compiled step on CPU: the C++ wrapper, frozen weights, inductor's C++ GEMMs where they measure faster than ATen's.
-CPU_COMPILE_OPTIONS = {"cpp_wrapper": True, "freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
+# The frozen projections that read the same input (q/k/v, gate/up) become one GEMM each (`cpp.enable_concat_linear`).
+CPU_COMPILE_OPTIONS = {
+    "cpp_wrapper": True,
+    "freezing": True,
+    "cpp.enable_concat_linear": True,
+    "max_autotune": True,
+    "max_autotune_gemm_backends": "CPP,ATEN",
+}
 # compile="auto": the eager decode steps after which an Engine compiles. Renting before buying: by then eager decoding
 # has cost about what compiling does (bench/engine.py --break_even on a 2-core CPU: 18 s of compilation - frozen
 # weights and the GEMM search are not cached across processes - against 1.95 -> 0.29 ms a step at batch 1, break-even
