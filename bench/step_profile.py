@@ -28,7 +28,9 @@ def main(argv=None):
     p.add_argument("--fused_loss", action="store_true", help="config.fused_loss: the LM head + loss a block at a time")
     a = p.parse_args(argv)
     torch.manual_seed(0)
-    config = TinyDecoderConfig(**PRESETS[a.preset], vocab_size=a.vocab_size, max_position_embeddings=a.block_size, fused_loss=a.fused_loss)
+    config = TinyDecoderConfig(
+        **PRESETS[a.preset], vocab_size=a.vocab_size, max_position_embeddings=a.block_size, fused_loss=a.fused_loss
+    )
     model = TinyDecoderForCausalLM(config).train()
     ids = torch.randint(0, a.vocab_size, (a.batch_size, a.block_size))
     for precision in ("no", "bf16"):
