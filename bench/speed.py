@@ -9,6 +9,7 @@ MFU yardstick of the training logs), then Llama's tokens/s and the ratio, all me
     python bench/speed.py                          # hidden 256, 4 layers, 8 heads, 2 kv heads, ctx 256, fp32
     python bench/speed.py --autocast bf16          # the training step under bf16 autocast (CPUs with bf16 units)
     python bench/speed.py --autocast bf16 --fused_loss   # ours with the LM head + loss fused (Llama's row unfused)
+    python bench/speed.py --autocast bf16 --fused_loss --compile_train   # both train steps compiled, as make train's
     python bench/speed.py --device cuda --dtype bfloat16
 """
 
@@ -151,6 +152,9 @@ def main():
     p.add_argument("--rounds", type=int, default=7, help="training rounds, alternating the two models (odd: a median)")
     p.add_argument("--no_compile", action="store_true", help="Skip the torch.compile generation row.")
     p.add_argument("--fused_loss", action="store_true", help="Our model trains with config.fused_loss (Llama cannot).")
+    p.add_argument(
+        "--compile_train", action="store_true", help="Both models train through torch.compile(model), as make train does."
+    )
     p.add_argument("--memory_only", choices=KINDS, help=argparse.SUPPRESS)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -173,9 +177,10 @@ def main():
     }
     # Alternate the two models round by round so warm-up and machine noise hit both alike;
     # all training rounds first, then all generation rounds (no training allocations in between).
+    trained = {kind: torch.compile(m) if a.compile_train else m for kind, m in models.items()}  # compiled in warm-up
     for r in range(a.rounds):
         for kind in KINDS if r % 2 == 0 else KINDS[::-1]:
-            results[kind]["step"].append(train_step_time(models[kind], a, device))
+            results[kind]["step"].append(train_step_time(trained[kind], a, device))
     greedy = {}
     for mode, kwargs in modes.items():
         for r in range(2 * a.rounds):
@@ -221,7 +226,7 @@ def main():
             )
         )
     print(
-        f"train step: best of {a.rounds} rounds x {a.steps} steps; generate: best of {2 * a.rounds} x {a.gen_repeats} "
+        f"train step{' (torch.compile)' if a.compile_train else ''}: best of {a.rounds} rounds x {a.steps} steps; generate: best of {2 * a.rounds} x {a.gen_repeats} "
         "(after a warm-up call that also compiles); greedy tokens checked equal across cache modes"
     )
     print(f"device={device} ({device_name(device)}) weights={a.dtype} autocast={a.autocast} torch={torch.__version__}")

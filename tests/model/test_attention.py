@@ -128,3 +128,29 @@ def test_eager_returns_weights_that_are_causal_distributions():
     torch.testing.assert_close(w.sum(-1), torch.ones(2, cfg.num_attention_heads, 6))
     assert torch.all(w.triu(1) == 0)
     torch.testing.assert_close(out.hidden_states[-1], out.last_hidden_state)
+
+
+def test_sdpa_under_cpu_bf16_autocast_attends_in_float32(monkeypatch):
+    """bf16 autocast on CPU: sdpa gets float32 q/k/v with autocast off (its flash kernel is slower in bf16 there), so
+    the attention output is float32-exact for its inputs; the projections around it stay bf16."""
+    torch.manual_seed(3)
+    cfg = small_config(num_key_value_heads=4)
+    model = TinyDecoderModel._from_config(cfg, attn_implementation="sdpa").eval()
+    kernel, seen = torch.nn.functional.scaled_dot_product_attention, []
+
+    def spy(q, k, v, *args, **kwargs):
+        out = kernel(q, k, v, *args, **kwargs)
+        seen.append((q, k, v, torch.is_autocast_enabled("cpu"), out))
+        return out
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    ids = torch.randint(3, cfg.vocab_size, (2, 9))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(ids, use_cache=False)
+        projected = model.layers[0].self_attn.q_proj(torch.randn(2, 9, cfg.hidden_size))
+    assert projected.dtype == torch.bfloat16 and len(seen) == cfg.num_hidden_layers
+    for q, k, v, autocast_on, out in seen:
+        assert {q.dtype, k.dtype, v.dtype, out.dtype} == {torch.float32} and not autocast_on
+        causal = torch.ones(9, 9, dtype=torch.bool).tril()
+        scores = (q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(~causal, -math.inf)
+        torch.testing.assert_close(out.double(), scores.softmax(-1) @ v.double(), atol=1e-6, rtol=1e-5)

@@ -27,18 +27,17 @@ class LinearCrossEntropy(torch.autograd.Function):
             h, y = hidden[start : start + ROWS], targets[start : start + ROWS]
             logits = torch.nn.functional.linear(h, weight)
             low = logits.dtype  # bf16 under autocast: the gradient matmuls run in it too, as autograd's would
-            logits = logits.to(wide)
-            keep = y != -100
-            safe = y.clamp(min=0)
-            lse = logits.logsumexp(-1)
-            total += ((lse - logits.gather(1, safe[:, None]).squeeze(1)) * keep).sum()
-            grad = logits.sub_(lse[:, None]).exp_()  # softmax
-            grad[torch.arange(len(y), device=y.device), safe] -= 1.0
-            grad = (grad * (keep[:, None] / divisor)).to(low)
-            grad_hidden[start : start + ROWS] = (grad @ weight.to(low)).to(hidden.dtype)
-            grad_weight += (grad.t() @ h.to(low)).to(wide)
+            rows, safe = torch.arange(len(y), device=y.device), y.clamp(min=0)
+            scale = ((y != -100) / divisor).to(wide)[:, None]  # each row's share of the loss; 0 for ignored rows
+            logp = torch.log_softmax(logits, -1, dtype=wide)  # one fused pass, in fp32 even from bf16 logits
+            total -= (logp[rows, safe] * scale[:, 0]).sum()
+            grad = logp.exp_()  # softmax
+            grad[rows, safe] -= 1.0  # - one-hot, in fp32 before any rounding to bf16
+            grad = grad.to(low)  # the row scale is applied to the matmuls' small operands, not to (rows, V)
+            grad_hidden[start : start + ROWS] = ((grad @ weight.to(low)).to(wide) * scale).to(hidden.dtype)
+            grad_weight += (grad.t() @ (h * scale).to(low)).to(wide)
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
-        return total / divisor
+        return total
 
     @staticmethod
     def backward(ctx, grad_loss):

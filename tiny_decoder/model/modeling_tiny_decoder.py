@@ -45,6 +45,7 @@ Design choices (each set by a field of `TinyDecoderConfig`):
 No nn.Transformer, nn.MultiheadAttention or transformers model classes are used as parts.
 """
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -133,6 +134,13 @@ def eager_attention(module, query, key, value, attention_mask, scaling, dropout=
     return (weights @ value).transpose(1, 2).contiguous(), weights
 
 
+def cpu_bf16_autocast(x) -> bool:
+    """Whether sdpa would run in bf16 on CPU under autocast, where its flash kernel is slower than in fp32 (the kernel
+    computes in fp32 and converts on the way: bench/step_profile.py, make train's shape, a 2-core AVX-512-bf16 CPU,
+    attention backward 65 against 42 ms a step); such attention is run in fp32 instead, which is also more exact."""
+    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: TinyDecoderConfig, layer_idx: int):
         super().__init__()
@@ -161,17 +169,21 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, *position_embeddings), apply_rope(k, *position_embeddings)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, H_kv, S, d), S = past + T (or the static length)
-        y, weights = self.attention_function(kwargs.get("output_attentions"))(
-            self,
-            q,
-            k,
-            v,
-            attention_mask,
-            scaling=self.scaling,
-            sliding_window=self.config.sliding_window,
-            dropout=self.config.attention_dropout if self.training else 0.0,
-            **kwargs,
-        )
+        attend, precision = self.attention_function(kwargs.get("output_attentions")), nullcontext()
+        if attend is ALL_ATTENTION_FUNCTIONS.get("sdpa") and cpu_bf16_autocast(q):
+            q, k, v, precision = q.float(), k.float(), v.float(), torch.autocast("cpu", enabled=False)
+        with precision:
+            y, weights = attend(
+                self,
+                q,
+                k,
+                v,
+                attention_mask,
+                scaling=self.scaling,
+                sliding_window=self.config.sliding_window,
+                dropout=self.config.attention_dropout if self.training else 0.0,
+                **kwargs,
+            )
         return self.o_proj(y.reshape(b, t, -1)), weights
 
     def attention_function(self, output_attentions=False):
