@@ -3,6 +3,7 @@ the file size of each format. Every runtime's tokens are checked against PyTorch
 
     python bench/runtimes.py --model runs/tiny                # make train's model; exports into a temporary folder
     python bench/runtimes.py --model runs/tiny --new_tokens 256 --repeats 5
+    python bench/runtimes.py --model runs/tiny --rounds 31     # more paired rounds of the Engine against llama.cpp
 
 Rows: PyTorch (ours, generate() with the dynamic cache; ours, static cache + torch.compile; the package's decode
 engine, eager and compiled, where an EOS does not end the run), transformers' LlamaForCausalLM (the --format llama
@@ -33,6 +34,7 @@ def main(argv=None):
     p.add_argument("--prompt", default="Once upon a time")
     p.add_argument("--new_tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=15, help="paired rounds of the compiled Engine against llama.cpp f32")
     a = p.parse_args(argv)
 
     import onnxruntime as ort
@@ -82,8 +84,10 @@ def main(argv=None):
     rows.append(("PyTorch, ours: generate(), static cache + torch.compile", rate, toks, None))
     from tiny_decoder.engine import Engine
 
+    runs = {}  # the compiled Engine's and llama.cpp f32's calls, for the paired rounds
     for name, engine in (("Engine(model)", Engine(model)), ("Engine(model, compile=True)", Engine(model, compile=True))):
-        rate, toks = best_rate(lambda engine=engine: engine.generate([prompt], n, eos_token_id=-1)[0], n, a.repeats)
+        runs["engine"] = lambda engine=engine: engine.generate([prompt], n, eos_token_id=-1)[0]
+        rate, toks = best_rate(runs["engine"], n, a.repeats)
         rows.append((f"PyTorch, ours: {name}, the package's decode engine", rate, toks, None))
     rate, toks = best_rate(gen(llama), n, a.repeats)
     rows.append(("transformers LlamaForCausalLM (--format llama)", rate, toks, size_mb(out / "llama" / "model.safetensors")))
@@ -113,6 +117,8 @@ def main(argv=None):
 
         rate, toks = best_rate(run, n, a.repeats)
         rows.append((f"llama.cpp, GGUF {t} (llama-cpp-python)", rate, toks, size_mb(path)))
+        if t == "f32":
+            runs["llama.cpp"] = run
 
     print(
         f"{a.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; prompt {a.prompt!r} "
@@ -135,7 +141,33 @@ def main(argv=None):
             f"| {name} | {'' if rate is None else f'{rate:,.0f}'} | {'' if rate is None else f'{rate / ref_rate:.2f}x'} | "
             f"{same} | {'' if mb is None else f'{mb:.2f}'} |"
         )
+    if "llama.cpp" in runs:
+        print(paired(runs["engine"], runs["llama.cpp"], n, a.rounds))
     return rows
+
+
+def paired(engine_run, llamacpp_run, new_tokens: int, rounds: int) -> str:
+    """The compiled Engine against llama.cpp f32, one call each per round, back to back (their order alternating):
+    this CPU's speed drifts over seconds to minutes (llama.cpp's best-of row moved ~1.45x between runs), which
+    cancels in each round's ratio; the median and range of the ratios say how the two compare."""
+    import time
+
+    ratios, rates = [], {"engine": [], "llama.cpp": []}
+    for r in range(rounds):
+        timed = {}
+        for name, fn in (("engine", engine_run), ("llama.cpp", llamacpp_run))[:: 1 if r % 2 == 0 else -1]:
+            start = time.perf_counter()
+            fn()
+            timed[name] = time.perf_counter() - start
+            rates[name].append(new_tokens / timed[name])
+        ratios.append(timed["llama.cpp"] / timed["engine"])
+    ratios.sort()
+    median = {name: sorted(v)[len(v) // 2] for name, v in rates.items()}
+    return (
+        f"\ncompiled Engine / llama.cpp f32, tokens/s per paired round ({rounds} rounds): median {ratios[len(ratios) // 2]:.2f}x, "
+        f"range {ratios[0]:.2f}-{ratios[-1]:.2f}x; median tokens/s: Engine {median['engine']:,.0f}, "
+        f"llama.cpp {median['llama.cpp']:,.0f}"
+    )
 
 
 if __name__ == "__main__":

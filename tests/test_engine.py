@@ -7,7 +7,8 @@ import torch
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
 from conftest import small_config
-from tiny_decoder import TinyDecoderForCausalLM
+from tiny_decoder import TinyDecoderForCausalLM, aot_step
+from tiny_decoder.aot_step import ExportFailed
 from tiny_decoder.engine import Engine, sample
 
 EOS, PAD = 5, 0
@@ -39,6 +40,16 @@ def quick_compile(request, monkeypatch):
 def model_with(**over):
     torch.manual_seed(0)
     return TinyDecoderForCausalLM(small_config(eos_token_id=EOS, pad_token_id=PAD, **over)).eval()
+
+
+def loud(**over):
+    """A model whose blocks are strong enough that attention and the activation decide the tokens (in a freshly
+    initialised one the embeddings do, and a step that mixed up the cache could still give the same tokens)."""
+    model = model_with(**over)
+    with torch.no_grad():
+        for weight in model.model.layers.parameters():
+            weight.mul_(20 if weight.dim() == 2 else 1)
+    return model
 
 
 def generate_reference(model, prompts, n, eos=EOS, **kw):
@@ -119,13 +130,6 @@ def test_a_compiled_engine_reuses_its_step_for_other_prompt_and_output_lengths(n
 def test_each_compiled_engine_serves_its_own_model_and_refuses_a_changed_one():
     # The same tensors everywhere (weights, buffers, tokens, positions, mask, cache), a different activation: with the
     # step's guards cut to tensors, only each Engine's own compiled step keeps the two apart.
-    def loud(**over):  # blocks strong enough that the activation decides the tokens
-        model = model_with(**over)
-        with torch.no_grad():
-            for weight in model.model.layers.parameters():
-                weight.mul_(20 if weight.dim() == 2 else 1)
-        return model
-
     gelu, relu = loud(hidden_act="gelu"), loud(hidden_act="relu")
     first, second = Engine(gelu, compile=True), Engine(relu, compile=True)
     assert first.generate(PROMPTS, 8) == generate_reference(gelu, PROMPTS, 8, do_sample=False)
@@ -146,8 +150,13 @@ def test_auto_compiles_once_the_engine_has_run_enough_steps(monkeypatch):
     reference = generate_reference(model, PROMPTS, 12, do_sample=False)
     assert engine.generate(PROMPTS, 12) == reference and engine._compiled is None  # 11 eager steps
     assert engine.generate(PROMPTS, 12) == reference and engine._compiled is None  # 22: enough from the next call on
-    assert engine.generate(PROMPTS, 12) == reference and engine._compiled is not None
+    assert engine.generate(PROMPTS, 12) == reference and len(engine._aot_steps) == 1  # on CPU: the AOTInductor step
     assert engine.eager_steps == 22  # the third call ran compiled
+    window = model_with(sliding_window=4)  # not exportable: auto compiles it with torch.compile
+    engine = Engine(window)
+    engine.eager_steps = 20
+    assert engine.generate(PROMPTS, 12) == generate_reference(window, PROMPTS, 12, do_sample=False)
+    assert not engine._aot_steps and engine._traced
 
 
 def test_auto_falls_back_to_eager_when_compiling_fails(monkeypatch):
@@ -159,8 +168,12 @@ def test_auto_falls_back_to_eager_when_compiling_fails(monkeypatch):
 
         return step
 
+    def broken_export(*args):
+        raise ExportFailed("exporting the decode step failed")
+
     monkeypatch.setattr(engine_module, "AUTO_COMPILE_STEPS", 0)
     monkeypatch.setattr(Engine, "_compiled_step", broken)
+    monkeypatch.setattr(aot_step, "compile_step", broken_export)
     model = model_with()
     engine = Engine(model)
     with pytest.warns(UserWarning, match="compiling the decode step failed"):
@@ -168,11 +181,43 @@ def test_auto_falls_back_to_eager_when_compiling_fails(monkeypatch):
     assert engine.compile is False
     with pytest.raises(torch._dynamo.exc.BackendCompilerFailed):  # asked for explicitly, a failure is an error
         Engine(model, compile=True).generate(PROMPTS, 12)
+    with pytest.raises(ExportFailed):
+        Engine(model, compile="aot").generate(PROMPTS, 12)
 
 
-def test_compile_must_be_true_false_or_auto():
-    with pytest.raises(ValueError, match="compile='yes' must be True, False or 'auto'"):
+def test_compile_must_be_true_false_auto_or_aot():
+    with pytest.raises(ValueError, match="compile='yes' must be True, False, 'auto' or 'aot'"):
         Engine(model_with(), compile="yes")
+
+
+@pytest.mark.slow
+def test_the_ahead_of_time_step_gives_the_same_tokens_and_refuses_changed_weights():
+    # AOTInductor's step (compile="aot"): rows that stop at their own EOS at different steps, across the stop check's
+    # interval; another prompt and output length in the same cache bucket reuse the one exported step.
+    model = loud(num_key_value_heads=1, attention_bias=True, mlp_bias=True)
+    free = Engine(model, compile=False).generate(PROMPTS, 20, eos_token_id=-1)
+    eos = free[1][3]
+    engine = Engine(model, compile="aot")
+    for stop in (EOS, eos):
+        assert engine.generate(PROMPTS, 20, eos_token_id=stop) == generate_reference(
+            model, PROMPTS, 20, eos=stop, do_sample=False
+        )
+    others = [[7, 8, 9], [12, 13, 14, 15], [20]]
+    assert engine.generate(others, 12) == generate_reference(model, others, 12, do_sample=False)
+    assert len(engine._aot_steps) == 1
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.5)
+    with pytest.raises(ValueError, match="weights changed since this Engine compiled"):
+        engine.generate(PROMPTS, 12)
+
+
+@pytest.mark.parametrize(
+    "over, reason",
+    [(dict(sliding_window=4), "sliding-window layers"), (dict(early_exit_threshold=0.9), "dynamic depth")],
+)
+def test_the_ahead_of_time_step_refuses_what_it_cannot_export(over, reason):
+    with pytest.raises(ValueError, match=f"compile='aot' cannot export .*{reason}.*use compile=True"):
+        Engine(model_with(**over), compile="aot").generate(PROMPTS, 4)
 
 
 def test_sampling_is_seeded_and_stays_inside_generates_top_k_top_p():

@@ -64,8 +64,8 @@ class Engine:
     which only a long run or many calls pay back - and eager again, with a warning, if compiling fails."""
 
     def __init__(self, model, compile: bool | str = "auto"):
-        if compile not in (True, False, "auto"):
-            raise ValueError(f"compile={compile!r} must be True, False or 'auto'.")
+        if compile not in (True, False, "auto", "aot"):
+            raise ValueError(f"compile={compile!r} must be True, False, 'auto' or 'aot'.")
         self.model = model.eval()
         self.config = model.config
         self.compile = compile
@@ -73,6 +73,7 @@ class Engine:
         self._compiled_for = None  # the config and weights the compiled step was traced for
         self._compiled = None  # this Engine's compiled step, made at its first use
         self._traced = set()  # the (batch, cache length) shapes it has been traced for (one graph each)
+        self._aot_steps = {}  # compile="aot": (batch, cache length) -> that shape's AOTInductor step
         if getattr(self.config, "attention_type", "softmax") == "linear":
             raise ValueError(
                 "attention_type='linear' sums over every cached slot, so it cannot use the engine's static cache; "
@@ -80,7 +81,7 @@ class Engine:
             )
 
     def _use_compiled(self) -> bool:
-        return self.compile is True or (self.compile == "auto" and self.eager_steps >= AUTO_COMPILE_STEPS)
+        return self.compile in (True, "aot") or (self.compile == "auto" and self.eager_steps >= AUTO_COMPILE_STEPS)
 
     def _cache_length(self, needed: int, compiled: bool) -> int:
         """Compiled: the cache length rounded up to a multiple of CACHE_BUCKET (within the context), so prompts and
@@ -111,6 +112,8 @@ class Engine:
         """The compiled step on the whole mask (one shape for every step); under "auto", a failed compilation
         (e.g. no C++ compiler) turns this Engine eager with a warning: (False, None)."""
         try:
+            if self._ahead_of_time(mask, cache):
+                return True, self._aot_call(token, position, slot, mask, cache)
             if mask.shape in self._traced:
                 return True, self._compiled(token, position, slot, mask, cache)
             # A call that traces and compiles, under the CPU options: Dynamo reads inductor's config (freezing decides
@@ -123,7 +126,9 @@ class Engine:
             self._traced.add(mask.shape)
             return True, out
         except Exception as err:
-            if self.compile != "auto" or not isinstance(err, torch._dynamo.exc.BackendCompilerFailed):
+            from .aot_step import ExportFailed
+
+            if self.compile != "auto" or not isinstance(err, torch._dynamo.exc.BackendCompilerFailed | ExportFailed):
                 raise
             import warnings
 
@@ -131,14 +136,31 @@ class Engine:
             self.compile = False
             return False, None
 
+    def _ahead_of_time(self, mask, cache) -> bool:
+        """Whether this call's step is AOTInductor's: always under "aot"; under "auto", on CPU for a model it can
+        export (the faster of the two compiled steps there: bench/engine.py); torch.compile otherwise."""
+        if self.compile == "aot" or mask.shape in self._aot_steps:
+            return True
+        from .aot_step import refusal
+
+        return self.compile == "auto" and mask.device.type == "cpu" and refusal(self.model, cache) is None
+
+    def _aot_call(self, token, position, slot, mask, cache):
+        """compile="aot": this shape's step, exported and compiled ahead of time at its first use (aot_step.py)."""
+        from . import aot_step
+
+        step = self._aot_steps.get(mask.shape)
+        if step is None:
+            reason = aot_step.refusal(self.model, cache)
+            if reason is not None:
+                raise ValueError(f"compile='aot' cannot export this model's decode step: {reason}; use compile=True.")
+            options = CPU_COMPILE_OPTIONS if mask.device.type == "cpu" else {}
+            step = aot_step.compile_step(self.model, cache, (token, position, slot, mask), options)
+            self._aot_steps[mask.shape] = step
+        return step(token, position, slot, mask, *aot_step.cache_tensors(cache))
+
     def _decode(self, token, position, slot, mask, cache):
-        """(B, 1) token ids at (B, 1) positions, their mask column `slot` (1,), the (B, L) mask -> (B, V) logits of
-        the next token and its (B,) argmax (greedy decoding's token, so the host does not compute it)."""
-        mask.index_fill_(1, slot, 1)
-        logits = self.model(input_ids=token, position_ids=position, attention_mask=mask, cache=cache, use_cache=True).logits[
-            :, -1
-        ]
-        return logits, logits.argmax(-1)
+        return decode(self.model, token, position, slot, mask, cache)
 
     @torch.no_grad()
     def generate(
@@ -272,6 +294,14 @@ class Engine:
             raise ValueError(f"top_p={top_p!r} must be in (0, 1], or None (off).")
         if not number(repetition_penalty) or not repetition_penalty > 0:
             raise ValueError(f"repetition_penalty={repetition_penalty!r} must be a finite number > 0.")
+
+
+def decode(model, token, position, slot, mask, cache):
+    """One decode step: (B, 1) token ids at (B, 1) positions, their mask column `slot` (1,), the (B, L) mask ->
+    (B, V) logits of the next token and its (B,) argmax (greedy decoding's token, so the host does not compute it)."""
+    mask.index_fill_(1, slot, 1)
+    logits = model(input_ids=token, position_ids=position, attention_mask=mask, cache=cache, use_cache=True).logits[:, -1]
+    return logits, logits.argmax(-1)
 
 
 def one_query_attention(q, k, v, dropout_p=0.0, is_causal=False, *, attn_mask=None, scale=None):
