@@ -128,3 +128,37 @@ def test_the_divergence_guard_reads_nothing_until_a_step_goes_bad():
     g.check_step(2, torch.tensor(float("inf")), None)
     with pytest.raises(TrainingDiverged, match="loss is not finite at step 2"):
         g.raise_if_diverged()
+
+
+def simulate(clock, stable_fraction):
+    """A 1-minute run: 0.1 s a step while calibrating, 0.15 s after (a CPU that slowed), an evaluation of 1 s every
+    100 steps. Returns (the step it stopped at, the planned total then, the (step, plan) it announced)."""
+    state, plans = TrainState(), []
+    budget = TimeBudget(
+        1.0,
+        1000,
+        state,
+        100,
+        eval_tokens=1920,
+        shorten=lambda n, why: plans.append((state.step, n)),
+        stable_fraction=stable_fraction,
+    )
+    budget.start()
+    while state.step < budget.total_steps and not budget.out_of_time():
+        clock.now += 0.1 if state.step < 200 else 0.15
+        state.step += 1
+        budget.after_step(one_process(), tokens_per_step=64)  # evaluation's estimate: 1920 / (3 * 64 / 0.1) = 1 s
+        if state.step % 100 == 0:
+            clock.now += 1.0
+    return state.step, budget.total_steps, plans
+
+
+def test_a_warmup_stable_decay_run_re_plans_while_stable_so_its_decay_ends_in_time(clock):
+    once = simulate(clock, None)  # planned once at step 200 from the faster pace: the clock stops it mid-decay
+    assert len(once[2]) == 1 and once[0] < once[1]
+    clock.now = 1000.0
+    step, total, plans = simulate(clock, 0.8)
+    assert step == total and plans[0] == once[2][0] and len(plans) > 1  # re-planned, and the schedule ended
+    assert total < once[1]
+    for (_, before), (at, _) in zip(plans, plans[1:]):
+        assert at < 0.8 * before  # each re-plan came while the plan in force was still in its stable phase

@@ -6,8 +6,11 @@ the speed of this machine is known (timed over steps 20..200: after torch.compil
 and long enough that a slow start does not set the plan), the run plans how many steps fit, and
 the schedule ends at that step. With warmup 100 the cosine has barely begun by step 200, so the
 change of its length moves the learning rate by well under 1 %. The plan
-is saved in every checkpoint, so a resumed run keeps it; the clock guard stays in place for a
-machine that slows down later.
+is saved in every checkpoint, so a resumed run keeps it. A CPU's speed drifts over minutes (make train: 0.234 s a
+step while calibrating, 0.267 later), so with a warmup-stable-decay schedule the plan is made again after every
+evaluation window while the run is still in its stable phase, from the pace of that window (its evaluation
+included): moving the end of a schedule whose learning rate is still flat changes nothing already done. The clock
+guard stays in place for a machine that slows down during the decay.
 """
 
 import math
@@ -44,8 +47,20 @@ class TimeBudget:
     `shorten(planned, message)` is called once when the plan cuts the schedule (the Trainer re-aims the learning
     rate schedule and says so)."""
 
-    def __init__(self, max_train_minutes: float | None, total_steps: int, state, eval_steps: int, eval_tokens: int, shorten):
+    def __init__(
+        self,
+        max_train_minutes: float | None,
+        total_steps: int,
+        state,
+        eval_steps: int,
+        eval_tokens: int,
+        shorten,
+        stable_fraction: float | None = None,
+    ):
+        """stable_fraction: the share of the schedule before its decay (WSD: 1 - decay fraction), during which the
+        plan is re-made every window; None: plan once (a cosine's learning rate depends on its length throughout)."""
         self.max_minutes, self.state, self.eval_steps, self.eval_tokens = max_train_minutes, state, eval_steps, eval_tokens
+        self.stable_fraction, self.window, self.eval_s = stable_fraction, None, 0.0
         kept_plan = state.planned_total_steps and state.planned_from == total_steps and max_train_minutes
         self.total_steps = state.planned_total_steps if kept_plan else total_steps
         self.shorten = shorten
@@ -65,28 +80,27 @@ class TimeBudget:
         return self.max_minutes is not None and self.minutes() >= self.max_minutes
 
     def after_step(self, accelerator, tokens_per_step: int):
-        """Time the calibration steps; at their end, plan once (every process the same plan)."""
+        """Time the calibration steps; at their end, plan (every process the same plan); then re-plan."""
         state = self.state
-        if not self.max_minutes or state.planned_total_steps is not None or self.total_steps <= state.step:
+        if not self.max_minutes or self.total_steps <= state.step:
             return
+        if state.planned_total_steps is not None:
+            return self._replan(accelerator)
         if self.calibration is None and state.step >= CALIBRATION[0]:
             self.calibration = (state.step, time.time())
         elif self.calibration is not None and state.step - self.calibration[0] >= CALIBRATION[1] - CALIBRATION[0]:
             self._plan(accelerator, tokens_per_step)
 
     def _plan(self, accelerator, tokens_per_step: int):
-        import torch
-
         state, now, (step0, t0) = self.state, time.time(), self.calibration
         per_step = (now - t0) / (state.step - step0)
         eval_s = self.eval_tokens / (3 * tokens_per_step / per_step)  # a forward costs about a third of a training step
         planned = plan_total_steps(
             state.step, self.total_steps, now - self.started, per_step, self.max_minutes * 60, self.eval_steps, eval_s
         )
-        if accelerator.num_processes > 1:  # every process must take the same number of steps
-            # accelerate's reduce has no "min" (it would sum): take the max of the negated plans
-            planned = -int(accelerator.reduce(torch.tensor([-planned], device=accelerator.device), reduction="max").item())
+        planned = agreed(accelerator, planned)
         state.planned_total_steps, state.planned_from = planned, self.total_steps
+        self.eval_s, self.window = eval_s, (state.step, now)
         if planned < self.total_steps:
             self.shorten(
                 planned,
@@ -94,3 +108,41 @@ class TimeBudget:
                 f"steps fit; the learning-rate schedule now ends at step {planned}",
             )
         self.total_steps = planned
+
+    def _replan(self, accelerator):
+        """Every window (the evaluation interval, or the calibration's length without evaluations) while the
+        schedule is in its stable phase: plan again from the window's pace, evaluations included."""
+        state, now = self.state, time.time()
+        if self.stable_fraction is None:
+            return
+        if self.window is None:  # resumed: the first window starts here
+            self.window = (state.step, now)
+            return
+        step0, t0 = self.window
+        window = self.eval_steps if self.eval_steps < state.planned_from else CALIBRATION[1] - CALIBRATION[0]
+        if state.step - step0 < window or state.step >= self.stable_fraction * self.total_steps:
+            return
+        per_step = (now - t0) / (state.step - step0)  # one evaluation per window already in it: only the last one added
+        fit = plan_total_steps(
+            state.step, state.planned_from, now - self.started, per_step, self.max_minutes * 60, 10**12, self.eval_s
+        )
+        before_decay = math.ceil((state.step + 1) / self.stable_fraction)  # the decay must still lie ahead
+        planned = agreed(accelerator, max(fit, min(before_decay, state.planned_from)))
+        self.window = (state.step, now)
+        if planned != self.total_steps:
+            self.shorten(
+                planned,
+                f"max_train_minutes={self.max_minutes}: re-planned at step {state.step}, {per_step:.3f} s per step "
+                f"with evaluations; the learning-rate schedule now ends at step {planned} (was {self.total_steps})",
+            )
+            state.planned_total_steps = self.total_steps = planned
+
+
+def agreed(accelerator, planned: int) -> int:
+    """Every process must take the same number of steps: the smallest plan. accelerate's reduce has no "min" (it
+    would sum), so the max of the negated plans."""
+    if accelerator.num_processes == 1:
+        return planned
+    import torch
+
+    return -int(accelerator.reduce(torch.tensor([-planned], device=accelerator.device), reduction="max").item())

@@ -87,7 +87,10 @@ class Trainer:
             train_dl, eval_dl, self.sampler = build_loaders(self.datasets, args, self.objective.collate, data_args.streaming)
             total, self.steps_per_epoch = count_steps(self.datasets, args, data_args.streaming, self.processes.num_processes)
             tokens = eval_tokens(self.datasets, args, data_args.block_size, data_args.streaming)
-            self.budget = TimeBudget(args.max_train_minutes, total, self.state, args.eval_steps, tokens, self._shorten_schedule)
+            stable = 1 - args.wsd_decay_fraction if args.lr_scheduler_type == "warmup_stable_decay" else None
+            self.budget = TimeBudget(
+                args.max_train_minutes, total, self.state, args.eval_steps, tokens, self._shorten_schedule, stable
+            )
             model = torch.compile(self.model) if args.torch_compile else self.model
             optimizers, self.scheduler = build_optimizers(model, args, self.budget.total_steps, self.accelerator)
             # The scheduler stays out of prepare(): there it would step once per process per optimizer step.
