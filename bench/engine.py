@@ -4,6 +4,7 @@
     python bench/engine.py --model runs/tiny --new_tokens 200 --batch 32
     python bench/engine.py --model runs/tiny --break_even        # when compiling pays: Engine's compile="auto" rule
     python bench/engine.py --model runs/tiny --profile           # where a compiled batch-1 decode step's time goes
+    python bench/engine.py --model runs/tiny --profile --profile_with False --profile_batch 32   # the eager step
 
 Each row runs in a process of its own (what one path leaves in the allocator slowed the next one by up to 15 % when
 they shared a process) and is the best of --repeats after a warm-up (which also compiles the engine's decode step);
@@ -39,6 +40,8 @@ def parse(argv):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--break_even", action="store_true", help="the decode steps after which compiling has paid")
     p.add_argument("--profile", action="store_true", help="torch.profiler over one compiled batch-1 greedy run")
+    p.add_argument("--profile_with", default="True", choices=["True", "aot", "False"], help="--profile's compile=")
+    p.add_argument("--profile_batch", type=int, default=1, help="--profile's batch (above 1: top-k 50 / top-p 0.95)")
     p.add_argument("--row", choices=ROWS, help=argparse.SUPPRESS)  # a child process measures one row
     return p.parse_args(argv)
 
@@ -90,8 +93,9 @@ def load(a):
 
 
 def profile(a):
-    """Per token of a compiled batch-1 greedy run: the compiled graph, Dynamo's guard lookup, the rest (the Python
-    loop, sampling, the cache's bookkeeping), then torch.profiler's top operators."""
+    """Per step of one run (compiled batch-1 greedy unless --profile_with / --profile_batch say otherwise): the
+    compiled graph, Dynamo's guard lookup, the rest (the Python loop, sampling, the cache's bookkeeping), then
+    torch.profiler's top operators."""
     import time
 
     from torch.profiler import ProfilerActivity
@@ -100,12 +104,17 @@ def profile(a):
     from tiny_decoder.engine import Engine
 
     model, _, prompt = load(a)
-    engine = Engine(model, compile=True)
+    engine = Engine(model, compile={"True": True, "aot": "aot", "False": False}[a.profile_with])
+    sampling = {} if a.profile_batch == 1 else dict(temperature=1.0, top_k=50, top_p=0.95, seed=0)
+
+    def run():
+        return engine.generate([prompt] * a.profile_batch, a.new_tokens, eos_token_id=-1, **sampling)
+
     for _ in range(1 + a.repeats):  # the first compiles; the others warm the allocator and caches
-        engine.generate([prompt], a.new_tokens, eos_token_id=-1)
+        run()
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
-        engine.generate([prompt], a.new_tokens, eos_token_id=-1)
+        run()
         total = time.perf_counter() - t0
     events = prof.key_averages()
 
@@ -115,7 +124,7 @@ def profile(a):
     graph, guards = per_token_us("Torch-Compiled Region"), per_token_us("TorchDynamo Cache Lookup")
     step = total * 1e6 / a.new_tokens  # under the profiler, which adds its own cost
     print(
-        f"per token: {step:.0f} us in all, compiled region {graph:.0f} us ({graph / step:.0%}), Dynamo's guard "
+        f"per step: {step:.0f} us in all, compiled region {graph:.0f} us ({graph / step:.0%}), Dynamo's guard "
         f"lookup {guards:.0f} us, the rest {step - graph - guards:.0f} us\n"
     )
     print(events.table(sort_by="self_cpu_time_total", row_limit=15))

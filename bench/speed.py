@@ -3,8 +3,9 @@ kept as a parity guard.
 
 Both models: RoPE, RMSNorm, SwiGLU, the same heads, sizes and SDPA attention. Each row gives tokens/s,
 the FLOP/s that makes (6N + attention per trained token, 2N + attention per generated one) and its share of
-this device's measured matmul rate in the row's precision (tiny_decoder.training.report.matmul_rate, the
-MFU yardstick of the training logs), then Llama's tokens/s and the ratio, all measured in this run.
+this device's matmul rate in the row's precision, measured in this run before and after the training rounds (a
+CPU's speed drifts by 10-20 % over minutes, so the rate cached by tiny_decoder.evaluation.throughput.matmul_rate for
+the training logs' MFU may be another minute's), then Llama's tokens/s and the ratio, all measured in this run.
 
     python bench/speed.py                          # hidden 256, 4 layers, 8 heads, 2 kv heads, ctx 256, fp32
     python bench/speed.py --autocast bf16          # the training step under bf16 autocast (CPUs with bf16 units)
@@ -25,7 +26,13 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from tiny_decoder import TinyDecoderConfig, TinyDecoderForCausalLM  # noqa: E402
-from tiny_decoder.evaluation.throughput import device_name, flops_per_token, forward_flops_per_token, matmul_rate  # noqa: E402
+from tiny_decoder.evaluation.throughput import (  # noqa: E402
+    PRECISION_DTYPES,
+    device_name,
+    flops_per_token,
+    forward_flops_per_token,
+    measure_matmul_rate,
+)
 from tiny_decoder.training.precision import NAMES, autocast_dtype  # noqa: E402
 
 
@@ -178,9 +185,23 @@ def main():
     # Alternate the two models round by round so warm-up and machine noise hit both alike;
     # all training rounds first, then all generation rounds (no training allocations in between).
     trained = {kind: torch.compile(m) if a.compile_train else m for kind, m in models.items()}  # compiled in warm-up
+    weights = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[a.dtype]
+    train_precision = weights if a.autocast == "none" else a.autocast
+    precisions = sorted({weights, train_precision})
+    rates = {p: [] for p in precisions}  # the matmul rate before and after the training rounds: their mean is the yardstick
+
+    def measure_rates():
+        for p in precisions:
+            rates[p].append(
+                measure_matmul_rate(device, getattr(torch, PRECISION_DTYPES[p]), 4096 if device.type == "cuda" else 2048)
+            )
+
+    measure_rates()
     for r in range(a.rounds):
         for kind in KINDS if r % 2 == 0 else KINDS[::-1]:
             results[kind]["step"].append(train_step_time(trained[kind], a, device))
+    measure_rates()
+    rate = {p: sum(v) / len(v) for p, v in rates.items()}
     greedy = {}
     for mode, kwargs in modes.items():
         for r in range(2 * a.rounds):
@@ -200,9 +221,6 @@ def main():
         results[kind]["mem"] = peak_memory_in_subprocess(kind)
 
     ours, ref = results["tiny-decoder"], results["llama"]
-    weights = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[a.dtype]
-    train_precision = weights if a.autocast == "none" else a.autocast
-    rate = {p: matmul_rate(device, p) for p in {weights, train_precision}}  # measured once per device and dtype, cached
     shape = TinyDecoderConfig(num_hidden_layers=a.layers, hidden_size=a.hidden)
     train_tokens = a.batch * a.ctx
     rows = [
@@ -232,8 +250,8 @@ def main():
     print(f"device={device} ({device_name(device)}) weights={a.dtype} autocast={a.autocast} torch={torch.__version__}")
     print(
         f"shape: hidden {a.hidden}, layers {a.layers}, heads {a.heads}/{a.kv_heads} kv, vocab {a.vocab}, "
-        f"ctx {a.ctx}, batch {a.batch}, params ours {ours['params']:,} / llama {ref['params']:,}; measured matmul rate: "
-        + ", ".join(f"{NAMES[p]} {r / 1e9:,.0f} GFLOP/s" for p, r in rate.items())
+        f"ctx {a.ctx}, batch {a.batch}, params ours {ours['params']:,} / llama {ref['params']:,}; matmul rate measured before / after the training rounds: "
+        + ", ".join(f"{NAMES[p]} {v[0] / 1e9:,.0f} / {v[1] / 1e9:,.0f} GFLOP/s" for p, v in rates.items())
     )
     print("| row | precision | tokens/s | GFLOP/s | % of matmul rate | Llama tokens/s | ours/Llama |")
     print("|---|---|---|---|---|---|---|")

@@ -25,8 +25,12 @@ Design choices (nanochat's Engine and gpt-fast are the anchors):
 - The host loop does as little as it can per token: the greedy token comes out of the step, positions and slots are
   made once per call, and whether every row has stopped is read every STOP_CHECK steps (rows past their EOS decode on
   and are cut afterwards; rows never see each other, so the others' tokens are unchanged).
-- `compile="auto"` (the default) decodes eagerly until the Engine has run AUTO_COMPILE_STEPS steps, then compiles:
-  compiling costs seconds, which only long or repeated use pays back.
+- `compile="aot"`: the same step exported (torch.export) and compiled ahead of time by AOTInductor (aot_step.py),
+  called with its flat tensors: no Dynamo frame, guards or wrappers per token, the fastest step on a CPU
+  (bench/engine.py). Models whose cache has Python state (sliding windows) or whose depth varies per token are refused.
+- `compile="auto"` (the default) decodes eagerly until the Engine has run AUTO_COMPILE_STEPS steps, then compiles -
+  ahead of time on CPU where the model exports, with torch.compile otherwise: compiling costs seconds, which only
+  long or repeated use pays back.
 - Sampling stays on the device: temperature, top-k, top-p, repetition penalty, a torch.Generator per call (seed).
 - Each row stops at its EOS; the loop ends when every row has stopped or max_new_tokens is reached; `stream` is
   called with (row, token) for every new token as it is made.
@@ -59,9 +63,10 @@ AUTO_COMPILE_STEPS = 10_000
 
 
 class Engine:
-    """`compile`: True (every call through the compiled step), False (never), or "auto" (the default): eager until
-    this Engine has run AUTO_COMPILE_STEPS decode steps, compiled from the next call on - compiling costs seconds,
-    which only a long run or many calls pay back - and eager again, with a warning, if compiling fails."""
+    """`compile`: True (every call through torch.compile's step), "aot" (through AOTInductor's), False (never), or
+    "auto" (the default): eager until this Engine has run AUTO_COMPILE_STEPS decode steps, compiled from the next call
+    on (AOTInductor on CPU where the model exports) - compiling costs seconds, which only a long run or many calls pay
+    back - and eager again, with a warning, if compiling fails."""
 
     def __init__(self, model, compile: bool | str = "auto"):
         if compile not in (True, False, "auto", "aot"):

@@ -3,9 +3,10 @@
 Why: at a small hidden size the (tokens x vocabulary) logits cost more than the model that makes them. Under bf16
 autocast on a CPU the unfused head + loss took about half of make train's step (bench/step_profile.py shows the
 pieces): the logits are made in bf16, copied to fp32, log-softmaxed, the same again backwards; bench/speed.py
---fused_loss measures the step with this instead (1.27x the tokens/s there). Here each block's logits live only
-while its loss and its gradient are made (softmax - one-hot, in fp32), and the gradients of the hidden states and of
-the head's weight leave the forward pass already computed; backward only scales them. Same loss and gradients as
+--fused_loss measures the step with this instead. Here each block's logits live only while its loss and its
+gradient are made (one fused log-softmax in fp32, exponentiated in place into softmax - one-hot; the rows' scale goes
+on the small operands of the gradient matmuls, not over the vocabulary), and the gradients of the hidden states and
+of the head's weight leave the forward pass already computed; backward only scales them. Same loss and gradients as
 `lm_head` + transformers' ForCausalLMLoss (shift, -100 ignored, `num_items_in_batch`), the logits never returned.
 """
 
