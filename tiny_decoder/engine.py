@@ -56,9 +56,10 @@ CPU_COMPILE_OPTIONS = {
     "max_autotune_gemm_backends": "CPP,ATEN",
 }
 # compile="auto": the eager decode steps after which an Engine compiles. Renting before buying: by then eager decoding
-# has cost about what compiling does (bench/engine.py --break_even on a 2-core CPU: 18 s of compilation - frozen
-# weights and the GEMM search are not cached across processes - against 1.95 -> 0.29 ms a step at batch 1, break-even
-# ~11,000 steps; batch 32 ~8,300), so a run costs at most about twice the better of the two choices made in hindsight.
+# has cost about what compiling does (bench/engine.py --break_even on a 2-core CPU, AOTInductor: 18.6 s of compilation
+# - frozen weights and the GEMM search are not cached across processes - against 2.31 -> 0.17 ms a step at batch 1,
+# break-even ~8,700 steps; batch 32 ~8,100; 11,000 / 8,300 for torch.compile's step a session earlier), so a run costs
+# at most about twice the better of the two choices made in hindsight.
 AUTO_COMPILE_STEPS = 10_000
 
 
