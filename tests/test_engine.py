@@ -211,6 +211,15 @@ def test_the_ahead_of_time_step_gives_the_same_tokens_and_refuses_changed_weight
         engine.generate(PROMPTS, 12)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["alibi", "sinusoidal_post_norm", "qk_norm_relu2_softcap"])
+def test_the_ahead_of_time_step_gives_generates_tokens_for_other_variants(name):
+    # The others (rope/GQA, learned, LayerNorm + GELU) were checked the same way once; these differ most in what the
+    # exported step computes: a bias built from the mask, positions added to the input, post-norm, q/k norms, soft-cap.
+    model = loud(**VARIANTS[name])
+    assert Engine(model, compile="aot").generate(PROMPTS, 16) == generate_reference(model, PROMPTS, 16, do_sample=False)
+
+
 @pytest.mark.parametrize(
     "over, reason",
     [(dict(sliding_window=4), "sliding-window layers"), (dict(early_exit_threshold=0.9), "dynamic depth")],

@@ -8,11 +8,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "tiny_decoder"
 
 # Lowest first. model/ ships inside every saved folder and imports nothing of ours; io/ and engine are services
-# with no knowledge of training (cli.py: argument files, one-line errors); commands.py and demo.py are the top.
+# with no knowledge of training (cli.py: argument files, one-line errors; aot_step.py: what the engine compiles
+# ahead of time, handed its step); commands.py and demo.py are the top.
 FLOORS = {
     "model": 0,
     "io": 1,
-    "engine": 1,
+    "aot_step": 1,
+    "engine": 2,
     "data": 2,
     "evaluation": 3,
     "training": 4,

@@ -4,8 +4,8 @@ Why: on a CPU a compiled batch-1 decode step of a small model is ~150 us of kern
 machinery around them (Dynamo's frame and guards, AOTAutograd's wrappers) adds ~40 us more a token. Here the step is
 exported once per (batch, cache length) with torch.export and compiled by AOTInductor into a package that runs with no
 Python between its kernels; the weights are constants inside it (frozen), the KV cache and the mask stay inputs it
-writes in place. Same options as the torch.compile path (inductor's C++ GEMMs by measurement, concatenated q/k/v and
-gate/up projections) and the same one-query attention (`engine.one_query_attention`).
+writes in place. The engine hands over its step function, inductor options and attention decomposition (the same as
+its torch.compile path's), so this module sits below it and knows nothing of it.
 
 What it needs: a cache whose layers are transformers' plain `StaticLayer` (their write index is a tensor); sliding
 windows (whose layers keep Python ints) and dynamic depth (a data-dependent loop) are refused with a pointer to
@@ -41,37 +41,33 @@ def cache_tensors(cache) -> list[torch.Tensor]:
 
 
 class DecodeStep(nn.Module):
-    """The engine's decode step with the cache as plain tensors, so torch.export sees every state it mutates as an
-    input. `frame` is a shallow copy of a prefilled cache: its layer objects take the tensors given per call."""
+    """`step(model, token, position, slot, mask, cache)` with the cache as plain tensors, so torch.export sees every
+    state it mutates as an input. `frame` is a shallow copy of a prefilled cache: its layers take the tensors per call."""
 
-    def __init__(self, model, frame):
+    def __init__(self, model, frame, step):
         super().__init__()
-        self.model, self.frame = model, frame
+        self.model, self.frame, self.step = model, frame, step
 
     def forward(self, token, position, slot, mask, *state):
-        from .engine import decode
-
         for i, layer in enumerate(self.frame.layers):
             layer.keys, layer.values, layer.cumulative_length = state[3 * i : 3 * i + 3]
-        return decode(self.model, token, position, slot, mask, self.frame)
+        return self.step(self.model, token, position, slot, mask, self.frame)
 
 
-def compile_step(model, cache, example: tuple, options: dict):
-    """Export the step for these shapes and compile it with AOTInductor: a callable (token, position, slot, mask,
-    *cache_tensors(cache)) -> (logits, argmax) that updates the mask and the cache tensors in place."""
+def compile_step(step, model, cache, example: tuple, options: dict, decompositions: dict):
+    """Export `step` for these shapes and compile it with AOTInductor (inductor `options`, `decompositions` on top of
+    the core ATen ones): a callable (token, position, slot, mask, *cache_tensors(cache)) -> the step's outputs that
+    updates the mask and the cache tensors in place."""
     from torch._decomp import core_aten_decompositions
-
-    from .engine import one_query_attention
 
     frame = copy.copy(cache)
     frame.layers = [copy.copy(layer) for layer in cache.layers]
     state = [t.clone() for t in cache_tensors(cache)]  # exporting runs the step: on copies, not on the live cache
-    table = core_aten_decompositions()
-    table[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default] = one_query_attention
+    table = {**core_aten_decompositions(), **decompositions}
     options = {k: v for k, v in options.items() if k != "cpp_wrapper"}  # AOTInductor's output is C++ anyway
     try:
         with torch.no_grad():
-            program = torch.export.export(DecodeStep(model, frame), tuple(t.clone() for t in example) + tuple(state))
+            program = torch.export.export(DecodeStep(model, frame, step), tuple(t.clone() for t in example) + tuple(state))
         program = program.run_decompositions(table)
         package = torch._inductor.aoti_load_package(torch._inductor.aoti_compile_and_package(program, inductor_configs=options))
     except Exception as err:

@@ -161,7 +161,9 @@ class Engine:
             if reason is not None:
                 raise ValueError(f"compile='aot' cannot export this model's decode step: {reason}; use compile=True.")
             options = CPU_COMPILE_OPTIONS if mask.device.type == "cpu" else {}
-            step = aot_step.compile_step(self.model, cache, (token, position, slot, mask), options)
+            kernel = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+            example = (token, position, slot, mask)
+            step = aot_step.compile_step(decode, self.model, cache, example, options, {kernel: one_query_attention})
             self._aot_steps[mask.shape] = step
         return step(token, position, slot, mask, *aot_step.cache_tensors(cache))
 
