@@ -16,8 +16,8 @@ Design choices (nanochat's Engine and gpt-fast are the anchors):
   was the largest single cost of a step on an AMD CPU), and projections of the same input (q/k/v, gate/up) are
   concatenated into one GEMM at compile time (fused QKV / gate-up without changing the model); attention for the
   one new query is a multiply-reduce over the cache that inductor fuses (`one_query_attention`), not the CPU flash
-  kernel's BLAS call per row and head. Frozen
-  weights are a copy: an Engine refuses a model whose weights changed since it compiled (make a new one).
+  kernel's BLAS call per row and head. Frozen weights are a copy: an Engine refuses a model whose weights changed
+  since it compiled (make a new one).
   Each Engine compiles its own copy of the step (torch.compile caches per code object), so Dynamo's per-call guards
   can be cut to the tensor guards (shapes, dtypes, devices): the step is microseconds of kernels and the full guard set
   over every module attribute cost ~20 % of it. What the dropped guards watched - the model's structure - is checked
