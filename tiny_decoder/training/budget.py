@@ -44,8 +44,8 @@ class TimeBudget:
     """The run's clock against `--max_train_minutes`: the schedule's length (the plan a resumed run kept, or the
     data's), the calibration steps, the plan, and whether time is out.
 
-    `shorten(planned, message)` is called once when the plan cuts the schedule (the Trainer re-aims the learning
-    rate schedule and says so)."""
+    `shorten(planned, message)` is called when the plan cuts the schedule and whenever a re-plan moves its end
+    (shorter or, on a machine that sped up, longer; the Trainer re-aims the learning rate schedule and says so)."""
 
     def __init__(
         self,
