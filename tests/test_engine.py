@@ -176,13 +176,30 @@ def test_auto_falls_back_to_eager_when_compiling_fails(monkeypatch):
     monkeypatch.setattr(aot_step, "compile_step", broken_export)
     model = model_with()
     engine = Engine(model)
-    with pytest.warns(UserWarning, match="compiling the decode step failed"):
-        assert engine.generate(PROMPTS, 12) == generate_reference(model, PROMPTS, 12, do_sample=False)
+    with pytest.warns(UserWarning, match="compiled with torch.compile instead"):
+        with pytest.warns(UserWarning, match="compiling the decode step failed"):  # then torch.compile fails too
+            assert engine.generate(PROMPTS, 12) == generate_reference(model, PROMPTS, 12, do_sample=False)
     assert engine.compile is False
     with pytest.raises(torch._dynamo.exc.BackendCompilerFailed):  # asked for explicitly, a failure is an error
         Engine(model, compile=True).generate(PROMPTS, 12)
     with pytest.raises(ExportFailed):
         Engine(model, compile="aot").generate(PROMPTS, 12)
+
+
+@pytest.mark.slow
+def test_auto_compiles_with_torch_compile_a_model_that_does_not_export(monkeypatch):
+    import tiny_decoder.engine as engine_module
+
+    def broken_export(*args):
+        raise ExportFailed("exporting the decode step failed")
+
+    monkeypatch.setattr(engine_module, "AUTO_COMPILE_STEPS", 0)
+    monkeypatch.setattr(aot_step, "compile_step", broken_export)
+    model = model_with()
+    engine = Engine(model)
+    with pytest.warns(UserWarning, match="compiled with torch.compile instead .exporting the decode step failed"):
+        assert engine.generate(PROMPTS, 12) == generate_reference(model, PROMPTS, 12, do_sample=False)
+    assert engine._traced and not engine._aot_steps and engine.compile == "auto"
 
 
 def test_compile_must_be_true_false_auto_or_aot():

@@ -66,8 +66,9 @@ AUTO_COMPILE_STEPS = 10_000
 class Engine:
     """`compile`: True (every call through torch.compile's step), "aot" (through AOTInductor's), False (never), or
     "auto" (the default): eager until this Engine has run AUTO_COMPILE_STEPS decode steps, compiled from the next call
-    on (AOTInductor on CPU where the model exports) - compiling costs seconds, which only a long run or many calls pay
-    back - and eager again, with a warning, if compiling fails."""
+    on (AOTInductor on CPU where the model exports; torch.compile, with a warning, where exporting fails) - compiling
+    costs seconds, which only a long run or many calls pay back - and eager again, with a warning, if compiling
+    fails."""
 
     def __init__(self, model, compile: bool | str = "auto"):
         if compile not in (True, False, "auto", "aot"):
@@ -80,6 +81,7 @@ class Engine:
         self._compiled = None  # this Engine's compiled step, made at its first use
         self._traced = set()  # the (batch, cache length) shapes it has been traced for (one graph each)
         self._aot_steps = {}  # compile="aot": (batch, cache length) -> that shape's AOTInductor step
+        self._aot_ok = True  # False once exporting failed under "auto" (torch.compile's step is used instead)
         if getattr(self.config, "attention_type", "softmax") == "linear":
             raise ValueError(
                 "attention_type='linear' sums over every cached slot, so it cannot use the engine's static cache; "
@@ -132,11 +134,16 @@ class Engine:
             self._traced.add(mask.shape)
             return True, out
         except Exception as err:
+            import warnings
+
             from .aot_step import ExportFailed
 
+            if self.compile == "auto" and isinstance(err, ExportFailed) and self._aot_ok:
+                warnings.warn(f"Engine: the decode step is compiled with torch.compile instead ({err})", stacklevel=3)
+                self._aot_ok = False  # this model does not export: torch.compile's step from now on
+                return self._compiled_call(token, position, slot, mask, cache)
             if self.compile != "auto" or not isinstance(err, torch._dynamo.exc.BackendCompilerFailed | ExportFailed):
                 raise
-            import warnings
 
             warnings.warn(f"Engine: compiling the decode step failed ({type(err).__name__}); decoding eagerly.", stacklevel=3)
             self.compile = False
@@ -149,7 +156,7 @@ class Engine:
             return True
         from .aot_step import refusal
 
-        return self.compile == "auto" and mask.device.type == "cpu" and refusal(self.model, cache) is None
+        return self.compile == "auto" and self._aot_ok and mask.device.type == "cpu" and refusal(self.model, cache) is None
 
     def _aot_call(self, token, position, slot, mask, cache):
         """compile="aot": this shape's step, exported and compiled ahead of time at its first use (aot_step.py)."""
