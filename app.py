@@ -128,61 +128,57 @@ def ModelBox(*args, **kwargs) -> gr.Dropdown:
     return box
 
 
-def build_demo(
-    models: list[str],
-    cache: ModelCache | None = None,
-    limits: Limits | None = None,
-    allow_any_model: bool = False,
-    max_loaded_models: int = 2,
-    stream_interval: float = 0.2,
-) -> gr.Blocks:
-    limits = limits or Limits()
-    cache = cache or ModelCache(models, allow_any=allow_any_model, max_models=max_loaded_models)
-    chat_models = [m for m in models if offers_chat(m)]
+def sampling_controls(limits: Limits, prefix: str = "") -> list:
+    """One row of the sampling settings (max new tokens, temperature, top-k, top-p, seed); `prefix` keeps element ids
+    apart between tabs."""
+    with gr.Row():
+        return [
+            Slider(
+                1,
+                limits.max_new_tokens,
+                value=min(200, limits.max_new_tokens),
+                step=1,
+                label="max new tokens",
+                elem_id=f"{prefix}max_new_tokens",
+            ),
+            Slider(0, 2, value=0.8, step=0.05, label="temperature (0 = greedy)", elem_id=f"{prefix}temperature"),
+            Slider(0, 200, value=50, step=1, label="top-k (0 = off)", elem_id=f"{prefix}top_k"),
+            Slider(0.05, 1, value=0.95, step=0.01, label="top-p (1 = off)", elem_id=f"{prefix}top_p"),
+            Integer(value=0, precision=0, minimum=0, maximum=2**32 - 1, label="seed", elem_id=f"{prefix}seed"),
+        ]
 
-    def loaded(name):
+
+class Handlers:
+    """What the page's events run: every request checked against `limits`, every model through `cache`."""
+
+    def __init__(self, cache: ModelCache, limits: Limits, stream_interval: float):
+        self.cache, self.limits, self.stream_interval = cache, limits, stream_interval
+
+    def loaded(self, name):
         try:
-            return cache.get(name)
+            return self.cache.get(name)
         except ValueError as e:
             raise page_error(e) from None
 
-    def sampling(prefix=""):
-        with gr.Row():
-            controls = [
-                Slider(
-                    1,
-                    limits.max_new_tokens,
-                    value=min(200, limits.max_new_tokens),
-                    step=1,
-                    label="max new tokens",
-                    elem_id=f"{prefix}max_new_tokens",
-                ),
-                Slider(0, 2, value=0.8, step=0.05, label="temperature (0 = greedy)", elem_id=f"{prefix}temperature"),
-                Slider(0, 200, value=50, step=1, label="top-k (0 = off)", elem_id=f"{prefix}top_k"),
-                Slider(0.05, 1, value=0.95, step=0.01, label="top-p (1 = off)", elem_id=f"{prefix}top_p"),
-                Integer(value=0, precision=0, minimum=0, maximum=2**32 - 1, label="seed", elem_id=f"{prefix}seed"),
-            ]
-        return controls
-
-    def prepare(name, prompt_ids_of, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+    def prepare(self, name, prompt_ids_of, prompt, max_new_tokens, temperature, top_k, top_p, seed):
         """Check, load, render the prompt and fit it to the context: (model, ids, generate() settings, note).
         Every failure is a ValueError with the page's message."""
-        check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed, limits)
-        model = cache.get(name)
+        check_request(prompt, max_new_tokens, temperature, top_k, top_p, seed, self.limits)
+        model = self.cache.get(name)
         ids = prompt_ids_of(model, prompt)
         max_new_tokens, note = fit_to_context(model, ids, max_new_tokens)
         return model, ids, generation_kwargs(max_new_tokens, temperature, top_k, top_p), note
 
-    def prepared(*args):
+    def prepared(self, *args):
         try:
-            return prepare(*args)
+            return self.prepare(*args)
         except ValueError as e:
             raise page_error(e) from None
 
-    def write(name, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+    def write(self, name, prompt, max_new_tokens, temperature, top_k, top_p, seed):
         story = lambda m, p: story_prompt_ids(m.tokenizer, p)  # noqa: E731
-        model, ids, settings, note = prepared(name, story, prompt, max_new_tokens, temperature, top_k, top_p, seed)
-        for item in stream_generation(model, ids, settings, int(seed), threading.Event(), every=stream_interval):
+        model, ids, settings, note = self.prepared(name, story, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+        for item in stream_generation(model, ids, settings, int(seed), threading.Event(), every=self.stream_interval):
             if isinstance(item, Generation):
                 yield (
                     prompt + item.text,
@@ -195,16 +191,16 @@ def build_demo(
             else:
                 yield prompt + item, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
-    def pick(last, index):
+    def pick(self, last, index):
         return alternatives_rows(last["generation"].tokens if last else [], index)
 
-    def attention(name, last, prompt, layer, head):
-        model = loaded(name)
+    def attention(self, name, last, prompt, layer, head):
+        model = self.loaded(name)
         try:
             if last is not None and last["model"] == name:  # the story this model wrote last
                 ids = last["generation"].prompt_ids + last["generation"].new_ids
             elif isinstance(prompt, str) and prompt.strip():
-                check_request(prompt, 1, 0, 0, 1, 0, limits)
+                check_request(prompt, 1, 0, 0, 1, 0, self.limits)
                 ids = story_prompt_ids(model.tokenizer, prompt)
             else:
                 raise ValueError("Nothing to look at: write a story first, or type a prompt in the Write tab.")
@@ -212,34 +208,48 @@ def build_demo(
         except ValueError as e:
             raise page_error(e) from None
 
-    def chat(name, message, history, max_new_tokens, temperature, top_k, top_p, seed):
+    def chat(self, name, message, history, max_new_tokens, temperature, top_k, top_p, seed):
         """(conversation shown, conversation kept, message box, status). The conversation lives in the session's
         state (plain {role, content} texts), not in what a client sends. A problem is said in the status line and
         leaves the conversation and the message as they were: no component ends in an error state."""
         history = list(history or [])
         with_template = lambda m, p: chat_prompt_ids(m.tokenizer, history, p)  # noqa: E731
         try:
-            model, ids, settings, note = prepare(name, with_template, message, max_new_tokens, temperature, top_k, top_p, seed)
+            model, ids, settings, note = self.prepare(
+                name, with_template, message, max_new_tokens, temperature, top_k, top_p, seed
+            )
         except ValueError as e:
             yield history, history, message, f"**Not sent:** {e}"
             return
         turn = history + [{"role": "user", "content": message}]
-        for item in stream_generation(model, ids, settings, int(seed), threading.Event(), every=stream_interval):
+        for item in stream_generation(model, ids, settings, int(seed), threading.Event(), every=self.stream_interval):
             if isinstance(item, Generation):
                 done = turn + [{"role": "assistant", "content": item.text}]
                 yield done, done, "", describe(model, item, note)
             else:
                 yield turn + [{"role": "assistant", "content": item}], gr.skip(), "", gr.skip()
 
-    def compare(name_a, name_b, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+    def compare(self, name_a, name_b, prompt, max_new_tokens, temperature, top_k, top_p, seed):
         outputs = []
         for name in (name_a, name_b):
             story = lambda m, p: story_prompt_ids(m.tokenizer, p)  # noqa: E731
-            model, ids, settings, note = prepared(name, story, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+            model, ids, settings, note = self.prepared(name, story, prompt, max_new_tokens, temperature, top_k, top_p, seed)
             generation = list(stream_generation(model, ids, settings, int(seed), every=math.inf))[-1]
             outputs += [prompt + generation.text, describe(model, generation, note)]
         return outputs
 
+
+def build_demo(
+    models: list[str],
+    cache: ModelCache | None = None,
+    limits: Limits | None = None,
+    allow_any_model: bool = False,
+    max_loaded_models: int = 2,
+    stream_interval: float = 0.2,
+) -> gr.Blocks:
+    limits = limits or Limits()
+    cache = cache or ModelCache(models, allow_any=allow_any_model, max_models=max_loaded_models)
+    handlers = Handlers(cache, limits, stream_interval)
     with gr.Blocks(title="tiny-decoder") as demo:
         gr.Markdown(
             "# tiny-decoder\nA small decoder-only transformer trained on TinyStories. Write with it, see which tokens it "
@@ -248,94 +258,101 @@ def build_demo(
         label = "model (a saved folder or Hub id)" if allow_any_model else "model"
         model_box = ModelBox(models, value=models[0], allow_custom_value=allow_any_model, label=label, elem_id="model")
         with gr.Tab("Write", id="write"):
-            prompt = gr.Textbox(
-                value="Once upon a time", label="prompt", lines=2, max_length=limits.max_prompt_chars, elem_id="prompt"
-            )
-            controls = sampling()
-            with gr.Row():
-                go = gr.Button("Write", variant="primary", elem_id="write_button")
-                stop = gr.Button("Stop", elem_id="stop_button")
-            story = gr.Textbox(label="story (streams as the model writes)", lines=8, elem_id="story")
-            info = gr.Markdown(elem_id="info")
-            coloured = gr.HTML(label="the model's certainty", elem_id="coloured")
-            with gr.Row():
-                index = gr.Slider(0, 1, value=0, step=1, label="token # (its top-5 alternatives)", elem_id="token_index")
-                table = gr.Dataframe(
-                    headers=["rank", "token", "probability"], label="what it almost wrote", elem_id="alternatives"
-                )
-            generation = gr.State(None)  # {"model": name, "generation": Generation} of the last story
-            event = go.click(
-                write, [model_box, prompt, *controls], [story, coloured, table, generation, info, index], api_name="write"
-            )
-            stop.click(None, cancels=[event])
-            index.change(pick, [generation, index], table, api_name=False)
+            prompt, generation = write_tab(handlers, model_box, limits)
         with gr.Tab("Attention", id="attention"):
-            gr.Markdown("Attention weights over the last story (or the prompt): pick a layer and a head.")
-            with gr.Row():
-                layer = Integer(value=0, precision=0, minimum=0, maximum=1000, label="layer", elem_id="layer")
-                head = Integer(value=0, precision=0, minimum=0, maximum=1000, label="head", elem_id="head")
-                show = gr.Button("Show attention", elem_id="attention_button")
-            with gr.Row():
-                head_plot = gr.Plot(label="one head", elem_id="head_plot")
-                entropy_plot = gr.Plot(label="every head's entropy", elem_id="entropy_plot")
-            show.click(attention, [model_box, generation, prompt, layer, head], [head_plot, entropy_plot], api_name="attention")
+            attention_tab(handlers, model_box, generation, prompt)
         with gr.Tab("Chat", id="chat"):
-            gr.Markdown(
-                "For models fine-tuned to chat (`make sft`): the message goes through the tokenizer's chat template."
-                + (
-                    ""
-                    if chat_models
-                    else " None of the offered models has a chat template: `make sft` writes "
-                    "runs/tiny-sft, and `make demo` offers it once it exists."
-                )  # fmt: skip
-            )
-            chat_box = ModelBox(
-                models,
-                value=(chat_models or models)[0],
-                allow_custom_value=allow_any_model,
-                label=f"chat {label}",
-                elem_id="chat_model",
-            )
-            chatbot = gr.Chatbot(label="conversation", elem_id="chatbot")
-            message = gr.Textbox(label="message", max_length=limits.max_prompt_chars, elem_id="message")
-            chat_status = gr.Markdown(elem_id="chat_status")
-            chat_controls = sampling("chat_")
-            conversation = gr.State([])  # [{role, content}] of this visitor's session
-            message.submit(
-                chat,
-                [chat_box, message, conversation, *chat_controls],
-                [chatbot, conversation, message, chat_status],
-                api_name="chat",
-            )
-            gr.Button("New conversation", elem_id="chat_clear").click(
-                lambda: ([], [], ""), None, [chatbot, conversation, chat_status], api_name=False
-            )
+            chat_tab(handlers, models, label, allow_any_model, limits)
         with gr.Tab("Compare", id="compare"):
-            gr.Markdown("Two models, the same prompt and seed: e.g. a teacher and its pruned, distilled student.")
-            with gr.Row():
-                model_a = ModelBox(
-                    models, value=models[0], allow_custom_value=allow_any_model, label="model A", elem_id="model_a"
-                )
-                model_b = ModelBox(
-                    models, value=models[-1], allow_custom_value=allow_any_model, label="model B", elem_id="model_b"
-                )
-            compare_prompt = gr.Textbox(
-                value="Once upon a time", label="prompt", max_length=limits.max_prompt_chars, elem_id="compare_prompt"
-            )
-            compare_controls = sampling("compare_")
-            compare_go = gr.Button("Compare", variant="primary", elem_id="compare_button")
-            with gr.Row():
-                with gr.Column():
-                    text_a, info_a = gr.Textbox(label="A", lines=8), gr.Markdown()
-                with gr.Column():
-                    text_b, info_b = gr.Textbox(label="B", lines=8), gr.Markdown()
-            compare_go.click(
-                compare,
-                [model_a, model_b, compare_prompt, *compare_controls],
-                [text_a, info_a, text_b, info_b],
-                api_name="compare",
-            )
+            compare_tab(handlers, models, allow_any_model, limits)
     return demo
+
+
+def write_tab(handlers: Handlers, model_box, limits: Limits):
+    """The Write tab: (its prompt box, the state holding the last story), which the Attention tab reads."""
+    prompt = gr.Textbox(value="Once upon a time", label="prompt", lines=2, max_length=limits.max_prompt_chars, elem_id="prompt")
+    controls = sampling_controls(limits)
+    with gr.Row():
+        go = gr.Button("Write", variant="primary", elem_id="write_button")
+        stop = gr.Button("Stop", elem_id="stop_button")
+    story = gr.Textbox(label="story (streams as the model writes)", lines=8, elem_id="story")
+    info = gr.Markdown(elem_id="info")
+    coloured = gr.HTML(label="the model's certainty", elem_id="coloured")
+    with gr.Row():
+        index = gr.Slider(0, 1, value=0, step=1, label="token # (its top-5 alternatives)", elem_id="token_index")
+        table = gr.Dataframe(headers=["rank", "token", "probability"], label="what it almost wrote", elem_id="alternatives")
+    generation = gr.State(None)  # {"model": name, "generation": Generation} of the last story
+    event = go.click(
+        handlers.write, [model_box, prompt, *controls], [story, coloured, table, generation, info, index], api_name="write"
+    )
+    stop.click(None, cancels=[event])
+    index.change(handlers.pick, [generation, index], table, api_name=False)
+    return prompt, generation
+
+
+def attention_tab(handlers: Handlers, model_box, generation, prompt):
+    gr.Markdown("Attention weights over the last story (or the prompt): pick a layer and a head.")
+    with gr.Row():
+        layer = Integer(value=0, precision=0, minimum=0, maximum=1000, label="layer", elem_id="layer")
+        head = Integer(value=0, precision=0, minimum=0, maximum=1000, label="head", elem_id="head")
+        show = gr.Button("Show attention", elem_id="attention_button")
+    with gr.Row():
+        head_plot = gr.Plot(label="one head", elem_id="head_plot")
+        entropy_plot = gr.Plot(label="every head's entropy", elem_id="entropy_plot")
+    show.click(handlers.attention, [model_box, generation, prompt, layer, head], [head_plot, entropy_plot], api_name="attention")
+
+
+def chat_tab(handlers: Handlers, models: list[str], label: str, allow_any_model: bool, limits: Limits):
+    chat_models = [m for m in models if offers_chat(m)]
+    gr.Markdown(
+        "For models fine-tuned to chat (`make sft`): the message goes through the tokenizer's chat template."
+        + (
+            ""
+            if chat_models
+            else " None of the offered models has a chat template: `make sft` writes "
+            "runs/tiny-sft, and `make demo` offers it once it exists."
+        )  # fmt: skip
+    )
+    chat_box = ModelBox(
+        models, value=(chat_models or models)[0], allow_custom_value=allow_any_model, label=f"chat {label}", elem_id="chat_model"
+    )
+    chatbot = gr.Chatbot(label="conversation", elem_id="chatbot")
+    message = gr.Textbox(label="message", max_length=limits.max_prompt_chars, elem_id="message")
+    chat_status = gr.Markdown(elem_id="chat_status")
+    chat_controls = sampling_controls(limits, "chat_")
+    conversation = gr.State([])  # [{role, content}] of this visitor's session
+    message.submit(
+        handlers.chat,
+        [chat_box, message, conversation, *chat_controls],
+        [chatbot, conversation, message, chat_status],
+        api_name="chat",
+    )
+    gr.Button("New conversation", elem_id="chat_clear").click(
+        lambda: ([], [], ""), None, [chatbot, conversation, chat_status], api_name=False
+    )
+
+
+def compare_tab(handlers: Handlers, models: list[str], allow_any_model: bool, limits: Limits):
+    gr.Markdown("Two models, the same prompt and seed: e.g. a teacher and its pruned, distilled student.")
+    with gr.Row():
+        model_a = ModelBox(models, value=models[0], allow_custom_value=allow_any_model, label="model A", elem_id="model_a")
+        model_b = ModelBox(models, value=models[-1], allow_custom_value=allow_any_model, label="model B", elem_id="model_b")
+    compare_prompt = gr.Textbox(
+        value="Once upon a time", label="prompt", max_length=limits.max_prompt_chars, elem_id="compare_prompt"
+    )
+    compare_controls = sampling_controls(limits, "compare_")
+    compare_go = gr.Button("Compare", variant="primary", elem_id="compare_button")
+    with gr.Row():
+        with gr.Column():
+            text_a, info_a = gr.Textbox(label="A", lines=8), gr.Markdown()
+        with gr.Column():
+            text_b, info_b = gr.Textbox(label="B", lines=8), gr.Markdown()
+    compare_go.click(
+        handlers.compare,
+        [model_a, model_b, compare_prompt, *compare_controls],
+        [text_a, info_a, text_b, info_b],
+        api_name="compare",
+    )
 
 
 def serve(args: DemoArguments, **launch) -> gr.Blocks:

@@ -247,12 +247,44 @@ def stream_generation(
     hands tokens over through a streamer; setting `stop` ends it at the next token. With `every` > 0 the text is
     yielded at most once per `every` seconds (with all tokens made since): a page redraw per token competes with
     the generation for the CPU, and halved its speed."""
+    tokenizer = loaded.tokenizer
+    stop = stop or threading.Event()
+    tokens, result, thread = generate_in_thread(loaded, prompt_ids, settings, seed, stop)
+    made, shown, last = [], 0, -math.inf  # the first token shows at once
+    try:
+        while (token := tokens.get()) is not None:
+            made.append(token)
+            if every > 0 and time.perf_counter() - last < every:
+                continue
+            shown, last = len(made), time.perf_counter()
+            yield tokenizer.decode(made, skip_special_tokens=True)
+        if shown < len(made):  # the tokens made since the last update
+            yield tokenizer.decode(made, skip_special_tokens=True)
+    finally:
+        stop.set()  # ends generate() at its next token when the page went away; harmless once it is done
+        thread.join()
+    if "error" in result:
+        raise result["error"]
+    out = result["out"]
+    new_ids = out.sequences[0, len(prompt_ids) :].tolist()
+    logits = [step[0] for step in out.logits]
+    yield Generation(
+        list(prompt_ids),
+        new_ids,
+        tokenizer.decode(new_ids, skip_special_tokens=True),
+        token_infos(tokenizer, new_ids, logits),
+        result["seconds"],
+    )
+
+
+def generate_in_thread(loaded: LoadedModel, prompt_ids: list, settings: dict, seed: int, stop: threading.Event):
+    """Start generate() in a thread: (a queue of new token ids ending with None, the result dict - "out" and
+    "seconds", or "error" - filled when it ends, the thread). Setting `stop` ends it at its next token."""
     from transformers import StoppingCriteria, StoppingCriteriaList
     from transformers.generation.streamers import BaseStreamer
 
     model, tokenizer = loaded.model, loaded.tokenizer
     tokens: queue.Queue = queue.Queue()
-    stop = stop or threading.Event()
 
     class Streamer(BaseStreamer):
         def __init__(self):
@@ -298,31 +330,7 @@ def stream_generation(
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    made, shown, last = [], 0, -math.inf  # the first token shows at once
-    try:
-        while (token := tokens.get()) is not None:
-            made.append(token)
-            if every > 0 and time.perf_counter() - last < every:
-                continue
-            shown, last = len(made), time.perf_counter()
-            yield tokenizer.decode(made, skip_special_tokens=True)
-        if shown < len(made):  # the tokens made since the last update
-            yield tokenizer.decode(made, skip_special_tokens=True)
-    finally:
-        stop.set()  # ends generate() at its next token when the page went away; harmless once it is done
-        thread.join()
-    if "error" in result:
-        raise result["error"]
-    out = result["out"]
-    new_ids = out.sequences[0, len(prompt_ids) :].tolist()
-    logits = [step[0] for step in out.logits]
-    yield Generation(
-        list(prompt_ids),
-        new_ids,
-        tokenizer.decode(new_ids, skip_special_tokens=True),
-        token_infos(tokenizer, new_ids, logits),
-        result["seconds"],
-    )
+    return tokens, result, thread
 
 
 def story_prompt_ids(tokenizer, prompt: str) -> list:

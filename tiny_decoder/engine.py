@@ -43,6 +43,8 @@ import types
 
 import torch
 
+from . import aot_step
+
 _ENGINES = itertools.count()
 CACHE_BUCKET = 64  # compiled steps are traced for cache lengths in multiples of this
 STOP_CHECK = 8  # without a stream, whether every row has made its EOS is read (a host sync) every this many steps
@@ -136,13 +138,11 @@ class Engine:
         except Exception as err:
             import warnings
 
-            from .aot_step import ExportFailed
-
-            if self.compile == "auto" and isinstance(err, ExportFailed) and self._aot_ok:
+            if self.compile == "auto" and isinstance(err, aot_step.ExportFailed) and self._aot_ok:
                 warnings.warn(f"Engine: the decode step is compiled with torch.compile instead ({err})", stacklevel=3)
                 self._aot_ok = False  # this model does not export: torch.compile's step from now on
                 return self._compiled_call(token, position, slot, mask, cache)
-            if self.compile != "auto" or not isinstance(err, torch._dynamo.exc.BackendCompilerFailed | ExportFailed):
+            if self.compile != "auto" or not isinstance(err, torch._dynamo.exc.BackendCompilerFailed | aot_step.ExportFailed):
                 raise
 
             warnings.warn(f"Engine: compiling the decode step failed ({type(err).__name__}); decoding eagerly.", stacklevel=3)
@@ -154,23 +154,20 @@ class Engine:
         export (the faster of the two compiled steps there: bench/engine.py); torch.compile otherwise."""
         if self.compile == "aot" or mask.shape in self._aot_steps:
             return True
-        from .aot_step import refusal
-
-        return self.compile == "auto" and self._aot_ok and mask.device.type == "cpu" and refusal(self.model, cache) is None
+        if self.compile != "auto" or not self._aot_ok or mask.shape in self._traced or mask.device.type != "cpu":
+            return False  # (a shape torch.compile already serves is not asked again, step after step)
+        return aot_step.refusal(self.model, cache) is None
 
     def _aot_call(self, token, position, slot, mask, cache):
         """compile="aot": this shape's step, exported and compiled ahead of time at its first use (aot_step.py)."""
-        from . import aot_step
-
         step = self._aot_steps.get(mask.shape)
         if step is None:
             reason = aot_step.refusal(self.model, cache)
             if reason is not None:
                 raise ValueError(f"compile='aot' cannot export this model's decode step: {reason}; use compile=True.")
             options = CPU_COMPILE_OPTIONS if mask.device.type == "cpu" else {}
-            kernel = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
             example = (token, position, slot, mask)
-            step = aot_step.compile_step(decode, self.model, cache, example, options, {kernel: one_query_attention})
+            step = aot_step.compile_step(decode, self.model, cache, example, options, one_query_decomposition())
             self._aot_steps[mask.shape] = step
         return step(token, position, slot, mask, *aot_step.cache_tensors(cache))
 
@@ -322,8 +319,9 @@ def decode(model, token, position, slot, mask, cache):
 def one_query_attention(q, k, v, dropout_p=0.0, is_causal=False, *, attn_mask=None, scale=None):
     """The CPU flash attention kernel (what sdpa becomes on CPU) for one new token per row, written as multiply-reduce:
     inductor fuses it into loops over the cache, where the kernel makes a BLAS matrix-vector call per (row, head) (a
-    quarter of a compiled batch-32 step's samples in perf; alternating runs: 3.6 against 3.8 ms a step). Returns (output (B, H, 1, d), logsumexp (B, H, 1)) as the kernel does; anything
-    but one query without dropout keeps the kernel (NotImplemented)."""
+    quarter of a compiled batch-32 step's samples in perf; alternating runs: 3.6 against 3.8 ms a step). Returns
+    (output (B, H, 1, d), logsumexp (B, H, 1)) as the kernel does; anything but one query without dropout keeps the
+    kernel (NotImplemented)."""
     if q.shape[-2] != 1 or dropout_p != 0.0 or is_causal:
         return NotImplemented
     if k.shape[1] != q.shape[1]:  # grouped KV heads: query head h reads KV head h // group, as repeat_kv does
@@ -343,8 +341,12 @@ def inductor_one_query_attention(graph, example_inputs):
     from torch._inductor.compile_fx import compile_fx
     from torch._inductor.decomposition import select_decomp_table
 
-    kernel = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
-    return compile_fx(graph, example_inputs, decompositions={**select_decomp_table(), kernel: one_query_attention})
+    return compile_fx(graph, example_inputs, decompositions={**select_decomp_table(), **one_query_decomposition()})
+
+
+def one_query_decomposition() -> dict:
+    """{the CPU attention kernel: one_query_attention}, for both compiled steps (torch.compile's and AOTInductor's)."""
+    return {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default: one_query_attention}
 
 
 def cut(row: list[int], eos: int | None) -> list[int]:
