@@ -8,27 +8,39 @@
 
 Each row runs in a process of its own (what one path leaves in the allocator slowed the next one by up to 15 % when
 they shared a process) and is the best of --repeats after a warm-up (which also compiles the engine's decode step);
-greedy rows check that the engine's tokens equal generate()'s.
+the first call's time is a column of its own. Greedy rows check that the engine's tokens equal generate()'s.
+"By default" is Engine(model) as constructed without arguments, twice: before anything is stored (a fresh machine)
+and in a later process, once compile='aot' (or auto's own rule, after AUTO_COMPILE_STEPS) has stored its step - the
+run's step store is a temporary folder that starts empty.
 """
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 from tiny_decoder.evaluation.speed import best_of as best
+from tiny_decoder.io.step_store import CACHE_ENV
 
 ROWS = (
     "generate-1",
     "engine-1",
     "engine-compiled-1",
     "engine-aot-1",
+    "engine-stored-1",
     "generate-B",
     "engine-B",
     "engine-compiled-B",
     "engine-aot-B",
+    "engine-stored-B",
 )
-MODES = {"engine": False, "engine-compiled": True, "engine-aot": "aot"}  # a row's name before its batch -> compile=
+# A row's name before its batch -> compile=. "engine" and "engine-stored" are both Engine(model) as constructed by
+# default: the first before anything is stored (a fresh machine), the second in a later process, after the
+# compile="aot" row kept its step in the run's step store.
+MODES = {"engine": "auto", "engine-compiled": True, "engine-aot": "aot", "engine-stored": "auto"}
 
 
 def parse(argv):
@@ -47,7 +59,10 @@ def parse(argv):
 
 
 def measure(a) -> dict:
-    """One row in this process: {"seconds": best time, "tokens": the first row's new tokens}."""
+    """One row in this process: {"seconds": best time, "tokens": the first row's new tokens, "first": the first
+    call's time}."""
+    import time
+
     import torch
 
     from tiny_decoder.engine import Engine
@@ -77,8 +92,11 @@ def measure(a) -> dict:
         def run():
             return engine.generate([prompt] * batch, n, seed=0, eos_token_id=-1, **sampling)
 
+    start = time.perf_counter()
+    run()
+    first = time.perf_counter() - start  # what a user's first call costs: compiling, or loading a stored step
     seconds, out = best(run, a.repeats)
-    return {"seconds": seconds, "tokens": out[0], "batch": batch}
+    return {"seconds": seconds, "tokens": out[0], "batch": batch, "first": first}
 
 
 def load(a):
@@ -132,20 +150,20 @@ def profile(a):
 
 def break_even(a):
     """Per batch size: an eager and a compiled decode step (best of --repeats), what the first compiled call cost
-    beyond a later one (compilation; less with inductor's cache warm from an earlier process), and the decode
-    steps after which the compiled Engine is ahead - what AUTO_COMPILE_STEPS in tiny_decoder/engine.py stands for."""
+    beyond a later one (compilation; for a step the store kept, loading it), and the decode steps after which the
+    compiled Engine is ahead - what AUTO_COMPILE_STEPS in tiny_decoder/engine.py stands for."""
     import time
 
     from tiny_decoder.engine import Engine
 
     model, _, prompt = load(a)
     print(
-        "| batch | compiled by | eager ms/step | compiled ms/step | compilation, s | break-even decode steps |\n"
+        "| batch | compiled by | eager ms/step | compiled ms/step | compilation (or loading), s | break-even decode steps |\n"
         "|---|---|---|---|---|---|"
     )
     for batch in (1, a.batch):
         timed = {}
-        for compile in (False, True, "aot"):
+        for compile in (False, True, "aot", "auto"):  # auto, last: it finds the step "aot" stored
             engine = Engine(model, compile=compile)
 
             def run(engine=engine, prompts=[prompt] * batch):
@@ -157,21 +175,29 @@ def break_even(a):
             seconds, _ = best(run, a.repeats)
             timed[compile] = (seconds / a.new_tokens, first - seconds)
         eager = timed[False][0]
-        for compile, name in ((True, "torch.compile"), ("aot", "AOTInductor")):
+        for compile, name in ((True, "torch.compile"), ("aot", "AOTInductor"), ("auto", "AOTInductor, stored (loaded)")):
             compiled, compilation = timed[compile]
             steps = compilation / (eager - compiled) if eager > compiled else float("inf")
-            print(f"| {batch} | {name} | {eager * 1e3:.2f} | {compiled * 1e3:.2f} | {compilation:.1f} | {steps:,.0f} |")
+            print(f"| {batch} | {name} | {eager * 1e3:.2f} | {compiled * 1e3:.2f} | {compilation:.2f} | {steps:,.0f} |")
 
 
 def main(argv=None):
     a = parse(argv if argv is not None else sys.argv[1:])
-    if a.break_even:
-        return break_even(a)
-    if a.profile:
-        return profile(a)
     if a.row:
         print("ROW " + json.dumps(measure(a)))
         return None
+    # The run's own step store (its rows' processes inherit it): empty at first, as on a fresh machine; removed after.
+    store, before = tempfile.mkdtemp(prefix="bench-engine-"), os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = store
+    try:
+        return break_even(a) if a.break_even else profile(a) if a.profile else table(a, argv)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+        os.environ.pop(CACHE_ENV) if before is None else os.environ.update({CACHE_ENV: before})
+
+
+def table(a, argv):
+    """Every row, each in a process of its own, and the table."""
     import torch
 
     results = {}
@@ -182,26 +208,28 @@ def main(argv=None):
     n = a.new_tokens
     names = {
         "generate-1": "generate(), batch 1, greedy",
-        "engine-1": "Engine, batch 1, greedy",
+        "engine-1": "Engine(model) by default, nothing stored, batch 1, greedy",
         "engine-compiled-1": "Engine (compile=True: torch.compile), batch 1, greedy",
-        "engine-aot-1": "Engine (compile='aot': AOTInductor), batch 1, greedy",
+        "engine-aot-1": "Engine (compile='aot': AOTInductor, stores its step), batch 1, greedy",
+        "engine-stored-1": "Engine(model) by default, a later process (the step stored), batch 1, greedy",
         "generate-B": f"generate(), batch {a.batch}, top-k 50 / top-p 0.95",
-        "engine-B": f"Engine, batch {a.batch}, top-k 50 / top-p 0.95",
+        "engine-B": f"Engine(model) by default, nothing stored, batch {a.batch}, top-k 50 / top-p 0.95",
         "engine-compiled-B": f"Engine (compile=True: torch.compile), batch {a.batch}, top-k 50 / top-p 0.95",
-        "engine-aot-B": f"Engine (compile='aot': AOTInductor), batch {a.batch}, top-k 50 / top-p 0.95",
+        "engine-aot-B": f"Engine (compile='aot': AOTInductor, stores its step), batch {a.batch}, top-k 50 / top-p 0.95",
+        "engine-stored-B": f"Engine(model) by default, a later process (the step stored), batch {a.batch}, top-k 50 / top-p 0.95",
     }
     rows = []
     for row in ROWS:
         r, ref = results[row], results["generate-1" if row.endswith("-1") else "generate-B"]
         same = "" if row.startswith("generate") or r["batch"] > 1 else ("yes" if r["tokens"] == ref["tokens"] else "no")
-        rows.append((names[row], r["batch"] * n / r["seconds"], ref["seconds"] / r["seconds"], same))
+        rows.append((names[row], r["batch"] * n / r["seconds"], ref["seconds"] / r["seconds"], same, r["first"]))
     print(
         f"{a.model}: {n} new tokens per row, best of {a.repeats} after a warm-up, each row in its own process, "
-        f"{torch.get_num_threads()} threads\n"
+        f"{torch.get_num_threads()} threads; the rows share a step store that starts empty\n"
     )
-    print("| path | tokens/s | vs generate() | same greedy tokens |\n|---|---|---|---|")
-    for name, rate, ratio, same in rows:
-        print(f"| {name} | {rate:,.0f} | {ratio:.2f}x | {same} |")
+    print("| path | tokens/s | vs generate() | same greedy tokens | first call, s |\n|---|---|---|---|---|")
+    for name, rate, ratio, same, first in rows:
+        print(f"| {name} | {rate:,.0f} | {ratio:.2f}x | {same} | {first:.2f} |")
     return rows
 
 

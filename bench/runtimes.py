@@ -6,7 +6,8 @@ the file size of each format. Every runtime's tokens are checked against PyTorch
     python bench/runtimes.py --model runs/tiny --rounds 31     # more paired rounds of the Engine against llama.cpp
 
 Rows: PyTorch (ours, generate() with the dynamic cache; ours, static cache + torch.compile; the package's decode
-engine: as constructed by default, compiled by torch.compile and by AOTInductor; an EOS does not end the run), transformers' LlamaForCausalLM (the --format llama
+engine: as constructed by default with nothing stored, compiled by torch.compile and by AOTInductor, and by default
+once AOTInductor's step is stored; an EOS does not end the run), transformers' LlamaForCausalLM (the --format llama
 export), ONNX Runtime (the --format onnx export, a greedy loop with its
 KV cache), llama.cpp through llama-cpp-python on the GGUF export when that package is installed (an optional
 extra `make setup` does not install: `pip install llama-cpp-python`, which builds llama.cpp with cmake).
@@ -34,7 +35,7 @@ def main(argv=None):
     p.add_argument("--prompt", default="Once upon a time")
     p.add_argument("--new_tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=15, help="paired rounds of Engine(compile='aot') against llama.cpp f32")
+    p.add_argument("--rounds", type=int, default=15, help="paired rounds of the Engine's AOTInductor step against llama.cpp f32")
     a = p.parse_args(argv)
 
     import onnxruntime as ort
@@ -85,13 +86,15 @@ def main(argv=None):
     from tiny_decoder.engine import Engine
 
     runs = {}  # the compiled Engine's and llama.cpp f32's calls, for the paired rounds
+    steps = out / "steps"  # the Engines' step store: empty at first, as on a fresh machine
     for name, compile in (
-        ("Engine(model)", "auto"),
+        ("Engine(model), nothing stored", "auto"),
         ("Engine(model, compile=True)", True),
         ("Engine(model, compile='aot')", "aot"),
+        ("Engine(model), the step compile='aot' stored", "auto"),
     ):
-        engine = Engine(model, compile=compile)
-        runs["engine"] = lambda engine=engine: engine.generate([prompt], n, eos_token_id=-1)[0]  # the last: aot
+        engine = Engine(model, compile=compile, cache_dir=steps)
+        runs["engine"] = lambda engine=engine: engine.generate([prompt], n, eos_token_id=-1)[0]  # the last: stored
         rate, toks = best_rate(runs["engine"], n, a.repeats)
         rows.append((f"PyTorch, ours: {name}, the package's decode engine", rate, toks, None))
     rate, toks = best_rate(gen(llama), n, a.repeats)
@@ -152,7 +155,7 @@ def main(argv=None):
 
 
 def paired(engine_run, llamacpp_run, new_tokens: int, rounds: int) -> str:
-    """Engine(compile='aot') against llama.cpp f32, one call each per round, back to back (their order alternating):
+    """The Engine's AOTInductor step (by default, once stored) against llama.cpp f32, one call each per round, back to back (their order alternating):
     this CPU's speed drifts over seconds to minutes (llama.cpp's best-of row moved ~1.45x between runs), which
     cancels in each round's ratio; the median and range of the ratios say how the two compare."""
     import time
@@ -169,7 +172,7 @@ def paired(engine_run, llamacpp_run, new_tokens: int, rounds: int) -> str:
     ratios.sort()
     median = {name: sorted(v)[len(v) // 2] for name, v in rates.items()}
     return (
-        f"\nEngine(compile='aot') / llama.cpp f32, tokens/s per paired round ({rounds} rounds): median {ratios[len(ratios) // 2]:.2f}x, "
+        f"\nEngine (AOTInductor's step) / llama.cpp f32, tokens/s per paired round ({rounds} rounds): median {ratios[len(ratios) // 2]:.2f}x, "
         f"range {ratios[0]:.2f}-{ratios[-1]:.2f}x; median tokens/s: Engine {median['engine']:,.0f}, "
         f"llama.cpp {median['llama.cpp']:,.0f}"
     )

@@ -27,10 +27,12 @@ VARIANTS = {
 
 
 @pytest.fixture(autouse=True)
-def quick_compile(request, monkeypatch):
+def quick_compile(request, monkeypatch, tmp_path):
     """The compiled tests trace without max_autotune (its GEMM search costs ~15 s a graph); one test keeps the
-    shipped options (marked `shipped_options`)."""
+    shipped options (marked `shipped_options`). Each test has a step store of its own (as a fresh machine would)."""
     import tiny_decoder.engine as engine_module
+
+    monkeypatch.setenv("TINY_DECODER_CACHE", str(tmp_path / "cache"))
 
     if "shipped_options" not in request.keywords:
         quick = {k: v for k, v in engine_module.CPU_COMPILE_OPTIONS.items() if not k.startswith("max_autotune")}
@@ -173,7 +175,7 @@ def test_auto_falls_back_to_eager_when_compiling_fails(monkeypatch):
 
     monkeypatch.setattr(engine_module, "AUTO_COMPILE_STEPS", 0)
     monkeypatch.setattr(Engine, "_compiled_step", broken)
-    monkeypatch.setattr(aot_step, "compile_step", broken_export)
+    monkeypatch.setattr(aot_step, "compile_package", broken_export)
     model = model_with()
     engine = Engine(model)
     with pytest.warns(UserWarning, match="compiled with torch.compile instead"):
@@ -194,7 +196,7 @@ def test_auto_compiles_with_torch_compile_a_model_that_does_not_export(monkeypat
         raise ExportFailed("exporting the decode step failed")
 
     monkeypatch.setattr(engine_module, "AUTO_COMPILE_STEPS", 0)
-    monkeypatch.setattr(aot_step, "compile_step", broken_export)
+    monkeypatch.setattr(aot_step, "compile_package", broken_export)
     model = model_with()
     engine = Engine(model)
     with pytest.warns(UserWarning, match="compiled with torch.compile instead .exporting the decode step failed"):
@@ -208,10 +210,11 @@ def test_compile_must_be_true_false_auto_or_aot():
 
 
 @pytest.mark.slow
-def test_the_ahead_of_time_step_gives_the_same_tokens_and_refuses_changed_weights():
+def test_the_ahead_of_time_step_gives_the_same_tokens_and_refuses_changed_weights(monkeypatch):
     # AOTInductor's step (compile="aot"): rows that stop at their own EOS at different steps, across the stop check's
     # interval; another prompt and output length in the same cache bucket reuse the one exported step.
-    model = loud(num_key_value_heads=1, attention_bias=True, mlp_bias=True)
+    over = dict(num_key_value_heads=1, attention_bias=True, mlp_bias=True)
+    model = loud(**over)
     free = Engine(model, compile=False).generate(PROMPTS, 20, eos_token_id=-1)
     eos = free[1][3]
     engine = Engine(model, compile="aot")
@@ -220,12 +223,66 @@ def test_the_ahead_of_time_step_gives_the_same_tokens_and_refuses_changed_weight
             model, PROMPTS, 20, eos=stop, do_sample=False
         )
     others = [[7, 8, 9], [12, 13, 14, 15], [20]]
-    assert engine.generate(others, 12) == generate_reference(model, others, 12, do_sample=False)
+    reference = generate_reference(model, others, 12, do_sample=False)
+    assert engine.generate(others, 12) == reference
     assert len(engine._aot_steps) == 1
+
+    # The step was kept: a later Engine (in another process it is the same) of a model with these weights loads it
+    # under the default compile="auto" and decodes with it from its first call - nothing is compiled again.
+    def no_compiling(*args):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(aot_step, "compile_package", no_compiling)
+    later = Engine(loud(**over))
+    assert later.generate(others, 12) == reference
+    assert len(later._aot_steps) == 1 and later.eager_steps == 0
+    assert Engine(loud(**over), compile="aot").generate(others, 12) == reference
+    kept_none = Engine(loud(**over), keep_compiled=False)  # reads nothing from the store: eager
+    assert kept_none.generate(others, 12) == reference and not kept_none._aot_steps
     with torch.no_grad():
         model.lm_head.weight.mul_(1.5)
+    changed = Engine(model)  # another model to the store: eager under auto
+    assert changed.generate(others, 12) == generate_reference(model, others, 12, do_sample=False)
+    assert not changed._aot_steps and changed.eager_steps == 11
     with pytest.raises(ValueError, match="weights changed since this Engine compiled"):
         engine.generate(PROMPTS, 12)
+
+
+def test_auto_counts_a_models_eager_steps_on_this_machine(monkeypatch):
+    """Renting before buying across processes: each Engine of the same model adds its eager steps to the store's
+    count, and an Engine that finds AUTO_COMPILE_STEPS counted compiles from its first call."""
+    import tiny_decoder.engine as engine_module
+    from tiny_decoder.io.step_store import StepStore
+
+    monkeypatch.setattr(engine_module, "AUTO_COMPILE_STEPS", 20)
+    first = Engine(model_with())
+    cpu, shape = torch.device("cpu"), (len(PROMPTS), first._cache_length(6 + 12, compiled=True))  # 12 new tokens
+    assert first.generate(PROMPTS, 12) == generate_reference(first.model, PROMPTS, 12, do_sample=False)
+    assert StepStore().steps(first._model_id()) == 11 and not first._aot_steps
+    second = Engine(model_with())  # the same weights: as a new process would make it
+    assert not second._use_compiled(shape, cpu)
+    second.generate(PROMPTS, 12)
+    assert second.eager_steps == 22 and StepStore().steps(first._model_id()) == 22
+    assert Engine(model_with())._use_compiled(shape, cpu)  # 22 counted: compiled from the first call
+    assert not Engine(model_with(hidden_act="gelu"))._use_compiled(shape, cpu)  # another model: its own count
+    assert not Engine(model_with(), keep_compiled=False)._use_compiled(shape, cpu)  # this Engine's count only
+    window = Engine(model_with(sliding_window=4))  # not kept ahead of time: its steps are not counted either
+    window.generate(PROMPTS, 12)
+    assert StepStore().steps(window._model_id()) == 0 and window.eager_steps == 11
+
+
+def test_a_stored_step_that_does_not_load_is_passed_over(monkeypatch):
+    """A stored package that fails to load (another machine's libraries, a damaged file with a matching record)
+    gives a warning and eager decoding under auto, with the same tokens."""
+    from tiny_decoder.io.step_store import StepStore
+
+    model = model_with()
+    engine = Engine(model)
+    shape = (len(PROMPTS), engine._cache_length(6 + 12, compiled=True))  # the longest prompt and 12 new tokens
+    StepStore().save(engine._key(shape, torch.device("cpu")), lambda path: path.write_bytes(b"not a package"), {})
+    with pytest.warns(UserWarning, match="stored decode step .* did not load"):
+        assert engine.generate(PROMPTS, 12) == generate_reference(model, PROMPTS, 12, do_sample=False)
+    assert not engine._aot_steps and engine.eager_steps == 11
 
 
 @pytest.mark.slow

@@ -28,9 +28,13 @@ Design choices (nanochat's Engine and gpt-fast are the anchors):
 - `compile="aot"`: the same step exported (torch.export) and compiled ahead of time by AOTInductor (aot_step.py),
   called with its flat tensors: no Dynamo frame, guards or wrappers per token, the fastest step on a CPU
   (bench/engine.py). Models whose cache has Python state (sliding windows) or whose depth varies per token are refused.
-- `compile="auto"` (the default) decodes eagerly until the Engine has run AUTO_COMPILE_STEPS steps, then compiles -
+- `compile="auto"` (the default) decodes eagerly until the model has run AUTO_COMPILE_STEPS steps, then compiles -
   ahead of time on CPU where the model exports, with torch.compile otherwise: compiling costs seconds, which only
-  long or repeated use pays back.
+  long or repeated use pays back. On CPU the ahead-of-time step is kept on disk (io/step_store.py, ~/.cache/
+  tiny_decoder/aot), and the steps are counted there too, per model (its config and weights) and machine: a later
+  process - a script run again, a Space restarted - loads the stored step in milliseconds and decodes at the
+  compiled speed from its first token; a model decoded a few tokens at a time in many processes is compiled once
+  they add up to AUTO_COMPILE_STEPS. `keep_compiled=False` keeps and reads nothing there.
 - Sampling stays on the device: temperature, top-k, top-p, repetition penalty, a torch.Generator per call (seed).
 - Each row stops at its EOS; the loop ends when every row has stopped or max_new_tokens is reached; `stream` is
   called with (row, token) for every new token as it is made.
@@ -44,6 +48,7 @@ import types
 import torch
 
 from . import aot_step
+from .io.step_store import StepStore, remove_temporary
 
 _ENGINES = itertools.count()
 CACHE_BUCKET = 64  # compiled steps are traced for cache lengths in multiples of this
@@ -67,18 +72,22 @@ AUTO_COMPILE_STEPS = 10_000
 
 class Engine:
     """`compile`: True (every call through torch.compile's step), "aot" (through AOTInductor's), False (never), or
-    "auto" (the default): eager until this Engine has run AUTO_COMPILE_STEPS decode steps, compiled from the next call
-    on (AOTInductor on CPU where the model exports; torch.compile, with a warning, where exporting fails) - compiling
-    costs seconds, which only a long run or many calls pay back - and eager again, with a warning, if compiling
-    fails."""
+    "auto" (the default): eager until the model has run AUTO_COMPILE_STEPS decode steps (in this Engine, or on this
+    machine where its step can be stored), compiled from the next call on (AOTInductor on CPU where the model
+    exports; torch.compile, with a warning, where exporting fails) - compiling costs seconds, which only a long run
+    or many calls pay back - and eager again, with a warning, if compiling fails. Under "auto" and "aot" a step
+    compiled ahead of time is kept in `cache_dir` (default $TINY_DECODER_CACHE/aot, ~/.cache/tiny_decoder/aot) and
+    loaded from there by later Engines of the same model, shape and machine; `keep_compiled=False`: neither."""
 
-    def __init__(self, model, compile: bool | str = "auto"):
+    def __init__(self, model, compile: bool | str = "auto", cache_dir=None, keep_compiled: bool = True):
         if compile not in (True, False, "auto", "aot"):
             raise ValueError(f"compile={compile!r} must be True, False, 'auto' or 'aot'.")
         self.model = model.eval()
         self.config = model.config
         self.compile = compile
+        self.store = StepStore(cache_dir) if keep_compiled else None
         self.eager_steps = 0  # decode steps run without the compiled step ("auto" counts them)
+        self._weights = None  # (what _traced_for said, the model's digest then): hashed again only after a change
         self._compiled_for = None  # the config and weights the compiled step was traced for
         self._compiled = None  # this Engine's compiled step, made at its first use
         self._traced = set()  # the (batch, cache length) shapes it has been traced for (one graph each)
@@ -90,8 +99,56 @@ class Engine:
                 "use model.generate() (the dynamic cache) for this model."
             )
 
-    def _use_compiled(self) -> bool:
-        return self.compile in (True, "aot") or (self.compile == "auto" and self.eager_steps >= AUTO_COMPILE_STEPS)
+    def _use_compiled(self, shape, device) -> bool:
+        """Whether this call (its mask's `shape`) runs the compiled step: always under True and "aot"; under "auto"
+        once the model's eager steps reach AUTO_COMPILE_STEPS, or at once where its step for this shape is stored."""
+        if self.compile in (True, "aot"):
+            return True
+        if self.compile != "auto":
+            return False
+        if self.eager_steps >= AUTO_COMPILE_STEPS or shape in self._aot_steps:
+            return True
+        if not self._storable(device):
+            return False
+        if self._stored_step(shape) is not None:
+            return True
+        self.eager_steps = max(self.eager_steps, self.store.steps(self._model_id()))
+        return self.eager_steps >= AUTO_COMPILE_STEPS
+
+    def _storable(self, device) -> bool:
+        """Whether this model's compiled step would be AOTInductor's, kept in the store (CPU, exportable)."""
+        from transformers import StaticCache
+
+        if self.store is None or device.type != "cpu" or not self._aot_ok:
+            return False
+        return aot_step.refusal(self.model, StaticCache(config=self.config, max_cache_len=1)) is None
+
+    def _model_id(self) -> str:
+        """The sha256 of the model's config and weights (aot_step.model_digest), hashed again only after a change."""
+        traced_for = self._traced_for()
+        if self._weights is None or self._weights[0] != traced_for:
+            self._weights = (traced_for, aot_step.model_digest(self.model))
+        return self._weights[1]
+
+    def _key(self, shape, device) -> dict:
+        options = CPU_COMPILE_OPTIONS if device.type == "cpu" else {}
+        return aot_step.step_key(self.model, self._model_id(), decode, shape, options)
+
+    def _stored_step(self, shape):
+        """The stored AOTInductor step for this (batch, cache length), loaded (None: none is stored, or it failed
+        to load - then it is compiled anew and replaces the stored one)."""
+        path = self.store.find(self._key(shape, torch.device("cpu")))
+        if path is None:
+            return None
+        try:
+            step = aot_step.load_step(path)
+        except Exception as err:
+            import warnings
+
+            warnings.warn(f"Engine: the stored decode step {path} did not load ({err}); compiling it again.", stacklevel=4)
+            return None
+        self._aot_steps[shape] = step
+        return step
 
     def _cache_length(self, needed: int, compiled: bool) -> int:
         """Compiled: the cache length rounded up to a multiple of CACHE_BUCKET (within the context), so prompts and
@@ -165,11 +222,28 @@ class Engine:
             reason = aot_step.refusal(self.model, cache)
             if reason is not None:
                 raise ValueError(f"compile='aot' cannot export this model's decode step: {reason}; use compile=True.")
-            options = CPU_COMPILE_OPTIONS if mask.device.type == "cpu" else {}
-            example = (token, position, slot, mask)
-            step = aot_step.compile_step(decode, self.model, cache, example, options, one_query_decomposition())
-            self._aot_steps[mask.shape] = step
+            step = self._stored_step(mask.shape) if self.store is not None else None
+            if step is None:
+                step = self._compile_ahead_of_time(token, position, slot, mask, cache)
+                self._aot_steps[mask.shape] = step
         return step(token, position, slot, mask, *aot_step.cache_tensors(cache))
+
+    def _compile_ahead_of_time(self, token, position, slot, mask, cache):
+        """Export and compile this shape's step into a package - kept in the store, if this Engine keeps one - and
+        load it."""
+        options = CPU_COMPILE_OPTIONS if mask.device.type == "cpu" else {}
+        example = (token, position, slot, mask)
+
+        def write(path=None):
+            return aot_step.compile_package(decode, self.model, cache, example, options, one_query_decomposition(), path)
+
+        if self.store is None:
+            return aot_step.load_step(write())
+        about = {"what": "tiny-decoder Engine decode step (AOTInductor package)", "batch, cache length": list(mask.shape)}
+        path = self.store.save(self._key(mask.shape, mask.device), write, about)
+        step = aot_step.load_step(path)
+        remove_temporary(path)  # where the store could not keep it
+        return step
 
     def _decode(self, token, position, slot, mask, cache):
         return decode(self.model, token, position, slot, mask, cache)
@@ -190,10 +264,12 @@ class Engine:
         """Per prompt (a list of token ids), the new token ids, ending with the EOS if one was made
         (temperature 0 = greedy). `eos_token_id` defaults to the config's."""
         self._check(prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty)
-        compiled = self._use_compiled()
+        cfg, device = self.config, next(self.model.parameters()).device
+        shape = (len(prompts), self._cache_length(max(map(len, prompts)) + max_new_tokens, compiled=True))
+        compiled = self._use_compiled(shape, device)
         if compiled:
             self._ready_compiled_step()
-        cfg, device = self.config, next(self.model.parameters()).device
+        eager_before = self.eager_steps
         eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
         ids, lengths, mask, cache, logits = self._prefill(prompts, max_new_tokens, compiled, device)
         batch, width = ids.shape
@@ -234,6 +310,9 @@ class Engine:
                 out = self._decode(*step, mask[:, : width + i + 1], cache)
                 self.eager_steps += 1
             logits, best = out
+        if self.compile == "auto" and self.eager_steps > eager_before and self._storable(device):
+            counted = self.store.count(self._model_id(), self.eager_steps - eager_before)  # on this machine, in all
+            self.eager_steps = max(self.eager_steps, counted)
         return [cut(row, eos) for row in torch.stack(made, 1).tolist()]
 
     def _ready_compiled_step(self):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-CACHE_ENV = "TINY_DECODER_CACHE"  # where measured matmul rates are kept (default ~/.cache/tiny_decoder)
+from ..io.step_store import cache_root
+
 PRECISION_DTYPES = {"no": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -62,11 +63,9 @@ def measure_matmul_rate(device, dtype: torch.dtype, size: int, repeats: int = 5)
 def matmul_rate(device, precision: str = "no") -> float:
     """The yardstick of MFU: this device's measured matmul FLOP/s in the run's precision, measured once per
     (device, dtype) and kept in $TINY_DECODER_CACHE/matmul_rate.json."""
-    import os
-
     dtype_name = PRECISION_DTYPES.get(precision, "float32")
     key = f"{device_name(device)} | {dtype_name}"
-    path = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tiny_decoder") / "matmul_rate.json"
+    path = cache_root() / "matmul_rate.json"
     try:
         cached = json.loads(path.read_text())
     except (OSError, ValueError):
