@@ -260,12 +260,12 @@ def test_auto_counts_a_models_eager_steps_on_this_machine(monkeypatch):
     assert first.generate(PROMPTS, 12) == generate_reference(first.model, PROMPTS, 12, do_sample=False)
     assert StepStore().steps(first._model_id()) == 11 and not first._aot_steps
     second = Engine(model_with())  # the same weights: as a new process would make it
-    assert not second._use_compiled(shape, cpu)
+    assert not second._use_compiled(shape, cpu)[0]
     second.generate(PROMPTS, 12)
     assert second.eager_steps == 22 and StepStore().steps(first._model_id()) == 22
-    assert Engine(model_with())._use_compiled(shape, cpu)  # 22 counted: compiled from the first call
-    assert not Engine(model_with(hidden_act="gelu"))._use_compiled(shape, cpu)  # another model: its own count
-    assert not Engine(model_with(), keep_compiled=False)._use_compiled(shape, cpu)  # this Engine's count only
+    assert Engine(model_with())._use_compiled(shape, cpu)[0]  # 22 counted: compiled from the first call
+    assert not Engine(model_with(hidden_act="gelu"))._use_compiled(shape, cpu)[0]  # another model: its own count
+    assert not Engine(model_with(), keep_compiled=False)._use_compiled(shape, cpu)[0]  # this Engine's count only
     window = Engine(model_with(sliding_window=4))  # not kept ahead of time: its steps are not counted either
     window.generate(PROMPTS, 12)
     assert StepStore().steps(window._model_id()) == 0 and window.eager_steps == 11

@@ -99,21 +99,19 @@ class Engine:
                 "use model.generate() (the dynamic cache) for this model."
             )
 
-    def _use_compiled(self, shape, device) -> bool:
-        """Whether this call (its mask's `shape`) runs the compiled step: always under True and "aot"; under "auto"
-        once the model's eager steps reach AUTO_COMPILE_STEPS, or at once where its step for this shape is stored."""
-        if self.compile in (True, "aot"):
-            return True
-        if self.compile != "auto":
-            return False
-        if self.eager_steps >= AUTO_COMPILE_STEPS or shape in self._aot_steps:
-            return True
+    def _use_compiled(self, shape, device) -> tuple[bool, str | None]:
+        """Whether this call (its mask's `shape`) runs the compiled step - always under True and "aot"; under "auto"
+        once the model's eager steps reach AUTO_COMPILE_STEPS, or at once where its step for this shape is stored -
+        and the model's id in the store where an eager call's steps are counted there (else None)."""
+        if self.compile != "auto" or self.eager_steps >= AUTO_COMPILE_STEPS or shape in self._aot_steps:
+            return self.compile in (True, "aot", "auto"), None
         if not self._storable(device):
-            return False
-        if self._stored_step(shape) is not None:
-            return True
-        self.eager_steps = max(self.eager_steps, self.store.steps(self._model_id()))
-        return self.eager_steps >= AUTO_COMPILE_STEPS
+            return False, None
+        model_id = self._model_id()
+        if self._stored_step(shape, model_id) is not None:
+            return True, None
+        self.eager_steps = max(self.eager_steps, self.store.steps(model_id))
+        return self.eager_steps >= AUTO_COMPILE_STEPS, model_id
 
     def _storable(self, device) -> bool:
         """Whether this model's compiled step would be AOTInductor's, kept in the store (CPU, exportable)."""
@@ -125,19 +123,22 @@ class Engine:
 
     def _model_id(self) -> str:
         """The sha256 of the model's config and weights (aot_step.model_digest), hashed again only after a change."""
-        traced_for = self._traced_for()
-        if self._weights is None or self._weights[0] != traced_for:
-            self._weights = (traced_for, aot_step.model_digest(self.model))
+        tensors = itertools.chain(self.model.parameters(), self.model.buffers())
+        # repr of the config's attributes: ~25 us where its JSON takes ~130; a change it sees that JSON would not
+        # only costs a hash.
+        seen = repr(sorted(vars(self.config).items())), [(t.data_ptr(), t._version) for t in tensors]
+        if self._weights is None or self._weights[0] != seen:
+            self._weights = (seen, aot_step.model_digest(self.model))
         return self._weights[1]
 
-    def _key(self, shape, device) -> dict:
+    def _key(self, shape, device, model_id=None) -> dict:
         options = CPU_COMPILE_OPTIONS if device.type == "cpu" else {}
-        return aot_step.step_key(self.model, self._model_id(), decode, shape, options)
+        return aot_step.step_key(self.model, model_id or self._model_id(), decode, shape, options)
 
-    def _stored_step(self, shape):
+    def _stored_step(self, shape, model_id=None):
         """The stored AOTInductor step for this (batch, cache length), loaded (None: none is stored, or it failed
         to load - then it is compiled anew and replaces the stored one)."""
-        path = self.store.find(self._key(shape, torch.device("cpu")))
+        path = self.store.find(self._key(shape, torch.device("cpu"), model_id))
         if path is None:
             return None
         try:
@@ -173,7 +174,7 @@ class Engine:
         """What the compiled step assumes: the config (its structure) and the weights it froze (each tensor's
         storage and in-place version, so training, load_state_dict or pruning after compiling is seen)."""
         tensors = itertools.chain(self.model.parameters(), self.model.buffers())
-        return self.config.to_json_string(), [(t.data_ptr(), t._version) for t in tensors]
+        return self.config.to_json_string(use_diff=False), [(t.data_ptr(), t._version) for t in tensors]
 
     def _compiled_call(self, token, position, slot, mask, cache) -> tuple[bool, tuple | None]:
         """The compiled step on the whole mask (one shape for every step); under "auto", a failed compilation
@@ -266,7 +267,7 @@ class Engine:
         self._check(prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty)
         cfg, device = self.config, next(self.model.parameters()).device
         shape = (len(prompts), self._cache_length(max(map(len, prompts)) + max_new_tokens, compiled=True))
-        compiled = self._use_compiled(shape, device)
+        compiled, counted_as = self._use_compiled(shape, device)
         if compiled:
             self._ready_compiled_step()
         eager_before = self.eager_steps
@@ -310,9 +311,8 @@ class Engine:
                 out = self._decode(*step, mask[:, : width + i + 1], cache)
                 self.eager_steps += 1
             logits, best = out
-        if self.compile == "auto" and self.eager_steps > eager_before and self._storable(device):
-            counted = self.store.count(self._model_id(), self.eager_steps - eager_before)  # on this machine, in all
-            self.eager_steps = max(self.eager_steps, counted)
+        if counted_as is not None and self.eager_steps > eager_before:  # the model's eager steps on this machine
+            self.eager_steps = max(self.eager_steps, self.store.count(counted_as, self.eager_steps - eager_before))
         return [cut(row, eos) for row in torch.stack(made, 1).tolist()]
 
     def _ready_compiled_step(self):
