@@ -4,7 +4,9 @@ else may write; pruning touches nothing it did not name; step counts add up acro
 
 import json
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +68,12 @@ def test_a_failed_write_leaves_nothing(tmp_path):
         store.save(KEY, broken, {})
     assert list((tmp_path / "aot").iterdir()) == []
     assert store.find(KEY) is None
+    if hasattr(os, "getuid"):  # where the folder is not private, the temporary one goes too
+        (tmp_path / "aot").chmod(0o777)
+        before = set(Path(tempfile.gettempdir()).glob("tiny-decoder-step-*"))
+        with pytest.raises(RuntimeError, match="compiler died"):
+            store.save(KEY, broken, {})
+        assert set(Path(tempfile.gettempdir()).glob("tiny-decoder-step-*")) == before
 
 
 def test_pruning_drops_the_least_recently_used_and_nothing_it_did_not_write(tmp_path):

@@ -92,7 +92,11 @@ class StepStore:
             keep = False
         if not keep:
             path = Path(tempfile.mkdtemp(prefix="tiny-decoder-step-")) / f"{name}.pt2"
-            write(path)
+            try:
+                write(path)
+            except BaseException:
+                remove_temporary(path)
+                raise
             return path
         tmp = self.folder / f".{name}.{os.getpid()}.tmp.pt2"
         try:
