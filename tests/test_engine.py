@@ -414,3 +414,24 @@ def test_one_query_attention_is_the_cpu_attention_kernel(mask_kind, kv_heads):
     assert torch.allclose(lse, scores.logsumexp(-1, keepdim=True), atol=1e-10)
     assert one_query_attention(q.expand(3, 4, 2, 8), k, v) is NotImplemented  # prefill shapes keep the kernel
     assert one_query_attention(q, k, v, dropout_p=0.1) is NotImplemented
+
+
+def test_a_stored_step_is_named_by_everything_it_depends_on():
+    """The store's name for a step changes with the weights, the config, the shape and the compiler options - and
+    only with them: a twin model (same seed) gets the same name."""
+    from tiny_decoder.io.step_store import digest
+
+    def name(model, shape=(3, 64), options=None):
+        return digest(aot_step.step_key(model, aot_step.model_digest(model), aot_step.refusal, shape, options or {}))
+
+    model = model_with()
+    assert name(model) == name(model_with())
+    assert name(model) != name(model, shape=(3, 128)) and name(model) != name(model, shape=(4, 64))
+    assert name(model) != name(model, options={"freezing": True})
+    assert name(model) != name(model_with(hidden_act="gelu"))  # another config (and its weights)
+    changed = model_with()
+    with torch.no_grad():
+        changed.lm_head.weight[0, 0] += 1e-6
+    assert name(model) != name(changed)
+    key = aot_step.step_key(model, "w", aot_step.refusal, (3, 64), {})
+    assert {"torch", "transformers", "cpu", "device", "code", "dtype"} <= set(key) and key["device"] == "cpu"

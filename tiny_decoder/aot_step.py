@@ -123,10 +123,19 @@ def step_key(model, weights: str, step, shape: tuple, options: dict) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "cpu": cpu_identity(),
+        "device": device_identity(next(model.parameters()).device),
         "shape": list(shape),
         "dtype": str(next(model.parameters()).dtype),
         "options": options,
     }
+
+
+def device_identity(device) -> str:
+    """The device a step runs on: "cpu", or a GPU's name and compute capability (a package holds its kernels)."""
+    if device.type != "cuda":
+        return device.type
+    props = torch.cuda.get_device_properties(device)
+    return f"cuda {props.name} sm_{props.major}{props.minor}"
 
 
 @functools.cache

@@ -108,7 +108,7 @@ class Engine:
         if not self._storable(device):
             return False, None
         model_id = self._model_id()
-        if self._stored_step(shape, model_id) is not None:
+        if self._stored_step(shape, device, model_id) is not None:
             return True, None
         self.eager_steps = max(self.eager_steps, self.store.steps(model_id))
         return self.eager_steps >= AUTO_COMPILE_STEPS, model_id
@@ -135,10 +135,10 @@ class Engine:
         options = CPU_COMPILE_OPTIONS if device.type == "cpu" else {}
         return aot_step.step_key(self.model, model_id or self._model_id(), decode, shape, options)
 
-    def _stored_step(self, shape, model_id=None):
+    def _stored_step(self, shape, device, model_id=None):
         """The stored AOTInductor step for this (batch, cache length), loaded (None: none is stored, or it failed
         to load - then it is compiled anew and replaces the stored one)."""
-        path = self.store.find(self._key(shape, torch.device("cpu"), model_id))
+        path = self.store.find(self._key(shape, device, model_id))
         if path is None:
             return None
         try:
@@ -223,7 +223,7 @@ class Engine:
             reason = aot_step.refusal(self.model, cache)
             if reason is not None:
                 raise ValueError(f"compile='aot' cannot export this model's decode step: {reason}; use compile=True.")
-            step = self._stored_step(mask.shape) if self.store is not None else None
+            step = self._stored_step(mask.shape, mask.device) if self.store is not None else None
             if step is None:
                 step = self._compile_ahead_of_time(token, position, slot, mask, cache)
                 self._aot_steps[mask.shape] = step
