@@ -62,11 +62,12 @@ CPU_COMPILE_OPTIONS = {
     "max_autotune": True,
     "max_autotune_gemm_backends": "CPP,ATEN",
 }
-# compile="auto": the eager decode steps after which an Engine compiles. Renting before buying: by then eager decoding
-# has cost about what compiling does (bench/engine.py --break_even on a 2-core CPU, AOTInductor: 18.6 s of compilation
-# - frozen weights and the GEMM search are not cached across processes - against 2.31 -> 0.17 ms a step at batch 1,
-# break-even ~8,700 steps; batch 32 ~8,100; 11,000 / 8,300 for torch.compile's step a session earlier), so a run costs
-# at most about twice the better of the two choices made in hindsight.
+# compile="auto": the model's eager decode steps after which an Engine compiles. Renting before buying: by then eager
+# decoding has cost about what compiling does (bench/engine.py --break_even on a 2-core CPU, AOTInductor: 19.6 s of
+# compilation - frozen weights and the GEMM search are not in inductor's caches - against 2.32 -> 0.17 ms a step at
+# batch 1, break-even ~9,100 steps; batch 32 ~5,500; torch.compile's step 9,300 / 8,400), so a run costs at most about
+# twice the better of the two choices made in hindsight. On CPU the purchase is kept (io/step_store.py) and the steps
+# are counted per model on the machine, so the rule holds across processes; loading a stored step costs 0.02-0.04 s.
 AUTO_COMPILE_STEPS = 10_000
 
 
