@@ -90,6 +90,7 @@ def test_pruning_drops_the_least_recently_used_and_nothing_it_did_not_write(tmp_
     stale.write_bytes(b"s")
     fresh.write_bytes(b"f")
     os.utime(stale, (time.time() - 2 * 86_400, time.time() - 2 * 86_400))
+    (tmp_path / "aot" / f"{'d' * 64}.pt2").symlink_to(tmp_path / "nowhere")  # a file that vanished mid-prune
     new = store.save({"n": 3}, write(b"w" * 10), {})  # 30 bytes of ours > 25: the least recently used goes
     assert not mid.exists() and not mid.with_suffix(".json").exists()
     assert old.exists() and new.exists()

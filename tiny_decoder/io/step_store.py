@@ -61,6 +61,8 @@ def private(path: Path) -> bool:
 
 
 class StepStore:
+    """The compiled steps (and eager step counts) kept in one folder: `find` and `save` a package by its key."""
+
     def __init__(self, root: str | os.PathLike | None = None, max_bytes: int = MAX_BYTES):
         self.folder = Path(root) if root is not None else cache_root() / "aot"
         self.max_bytes = max_bytes
@@ -113,19 +115,28 @@ class StepStore:
 
     def prune(self) -> None:
         """Beyond max_bytes, the least recently used packages (and their .json) go; temporary files of ours older
-        than a day (a killed writer's) too. Only names this store gives are touched."""
+        than a day (a killed writer's) too. Only names this store gives are touched. Best effort: a file another
+        process removed meanwhile, or one that cannot be removed, is passed over."""
+        with contextlib.suppress(OSError):
+            self._prune()
+
+    def _prune(self) -> None:
         if not private(self.folder):
             return
-        ours = [p for p in self.folder.iterdir() if OURS.match(p.name)]
-        for p in ours:
-            if p.name.startswith(".") and time.time() - p.stat().st_mtime > 86_400:
+        ours = {}
+        for p in self.folder.iterdir():
+            if OURS.match(p.name):
+                with contextlib.suppress(OSError):  # gone meanwhile (another process pruned), or a dangling link
+                    ours[p] = p.stat()
+        for p, st in ours.items():
+            if p.name.startswith(".") and time.time() - st.st_mtime > 86_400:
                 p.unlink(missing_ok=True)
-        packages = sorted((p for p in ours if p.suffix == ".pt2" and not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in packages)
+        packages = sorted((p for p in ours if p.suffix == ".pt2" and not p.name.startswith(".")), key=lambda p: ours[p].st_mtime)
+        total = sum(ours[p].st_size for p in packages)
         for p in packages:
             if total <= self.max_bytes:
                 break
-            total -= p.stat().st_size
+            total -= ours[p].st_size
             p.unlink(missing_ok=True)
             p.with_suffix(".json").unlink(missing_ok=True)
 
