@@ -193,7 +193,10 @@ def main(argv=None):
         return break_even(a) if a.break_even else profile(a) if a.profile else table(a, argv)
     finally:
         shutil.rmtree(store, ignore_errors=True)
-        os.environ.pop(CACHE_ENV) if before is None else os.environ.update({CACHE_ENV: before})
+        if before is None:
+            del os.environ[CACHE_ENV]
+        else:
+            os.environ[CACHE_ENV] = before
 
 
 def table(a, argv):

@@ -9,7 +9,7 @@ from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsW
 from conftest import small_config
 from tiny_decoder import TinyDecoderForCausalLM, aot_step
 from tiny_decoder.aot_step import ExportFailed
-from tiny_decoder.engine import Engine, sample
+from tiny_decoder.engine import Engine, decode, sample
 
 EOS, PAD = 5, 0
 PROMPTS = [[3, 9, 17, 22, 8, 40], [11, 4], [30, 31, 32]]
@@ -422,7 +422,7 @@ def test_a_stored_step_is_named_by_everything_it_depends_on():
     from tiny_decoder.io.step_store import digest
 
     def name(model, shape=(3, 64), options=None):
-        return digest(aot_step.step_key(model, aot_step.model_digest(model), aot_step.refusal, shape, options or {}))
+        return digest(aot_step.step_key(model, aot_step.model_digest(model), decode, shape, options or {}))
 
     model = model_with()
     assert name(model) == name(model_with())
@@ -433,5 +433,5 @@ def test_a_stored_step_is_named_by_everything_it_depends_on():
     with torch.no_grad():
         changed.lm_head.weight[0, 0] += 1e-6
     assert name(model) != name(changed)
-    key = aot_step.step_key(model, "w", aot_step.refusal, (3, 64), {})
+    key = aot_step.step_key(model, "w", decode, (3, 64), {})
     assert {"torch", "transformers", "cpu", "device", "code", "dtype"} <= set(key) and key["device"] == "cpu"

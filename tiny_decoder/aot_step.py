@@ -31,7 +31,8 @@ FORMAT = 1  # of a stored step: raise it when what a step takes or returns chang
 
 
 class ExportFailed(RuntimeError):
-    """Exporting or compiling the step failed (Engine(compile="auto") then decodes eagerly, with a warning)."""
+    """Exporting or compiling the step failed (Engine(compile="auto") then compiles with torch.compile, with a
+    warning)."""
 
 
 def refusal(model, cache) -> str | None:

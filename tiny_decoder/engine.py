@@ -124,12 +124,9 @@ class Engine:
 
     def _model_id(self) -> str:
         """The sha256 of the model's config and weights (aot_step.model_digest), hashed again only after a change."""
-        tensors = itertools.chain(self.model.parameters(), self.model.buffers())
-        # repr of the config's attributes: ~25 us where its JSON takes ~130; a change it sees that JSON would not
-        # only costs a hash.
-        seen = repr(sorted(vars(self.config).items())), [(t.data_ptr(), t._version) for t in tensors]
-        if self._weights is None or self._weights[0] != seen:
-            self._weights = (seen, aot_step.model_digest(self.model))
+        traced_for = self._traced_for()
+        if self._weights is None or self._weights[0] != traced_for:
+            self._weights = (traced_for, aot_step.model_digest(self.model))
         return self._weights[1]
 
     def _key(self, shape, device, model_id=None) -> dict:
